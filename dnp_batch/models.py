@@ -1,0 +1,127 @@
+"""Load SD/SDXL diffusers pipelines from a hub id or a local directory, and swap schedulers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import diffusers
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    PNDMScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UniPCMultistepScheduler,
+)
+from diffusers.utils import logging as diffusers_logging
+from packaging.version import Version
+from transformers.utils import logging as transformers_logging
+
+SUPPORTED_PIPELINES = (StableDiffusionPipeline, StableDiffusionXLPipeline)
+
+# Short names -> scheduler classes; each is built with `from_config(pipe.scheduler.config)`.
+SCHEDULERS = {
+    "ddim": DDIMScheduler,
+    "euler": EulerDiscreteScheduler,
+    "euler_a": EulerAncestralDiscreteScheduler,
+    "dpmpp_2m": DPMSolverMultistepScheduler,  # algorithm_type="dpmsolver++" is its default
+    "ddpm": DDPMScheduler,
+    "pndm": PNDMScheduler,
+    "unipc": UniPCMultistepScheduler,
+}
+
+# diffusers 0.42 takes `dtype` and warns on `torch_dtype`; older releases only know `torch_dtype`.
+_DTYPE_KWARG = "dtype" if Version(diffusers.__version__).release >= (0, 42) else "torch_dtype"
+
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """A torch dtype from itself or a name in `DTYPES` ("fp16", "bfloat16", ...)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    key = str(dtype).lower().removeprefix("torch.")
+    if key not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPES)}")
+    return DTYPES[key]
+
+
+@contextmanager
+def quiet_progress_bars() -> Iterator[None]:
+    """Hide diffusers' and transformers' load/save progress bars, restoring their setting after."""
+    libs = (diffusers_logging, transformers_logging)
+    was_enabled = [lib.is_progress_bar_enabled() for lib in libs]
+    for lib in libs:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, enabled in zip(libs, was_enabled):
+            if enabled:
+                lib.enable_progress_bar()
+
+
+def set_scheduler(pipe: DiffusionPipeline, name: str) -> DiffusionPipeline:
+    """Replace `pipe.scheduler` by the scheduler called `name` in `SCHEDULERS`, same config."""
+    if name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; known: {', '.join(SCHEDULERS)}")
+    pipe.scheduler = SCHEDULERS[name].from_config(pipe.scheduler.config)
+    return pipe
+
+
+def _from_pretrained(source: str, dtype: torch.dtype) -> DiffusionPipeline:
+    with quiet_progress_bars():
+        return DiffusionPipeline.from_pretrained(source, use_safetensors=True, **{_DTYPE_KWARG: dtype})
+
+
+def load_pipeline(
+    id_or_dir: str | os.PathLike,
+    dtype: torch.dtype | str = torch.float32,
+    device: str | torch.device = "cpu",
+    scheduler: str | None = None,
+) -> StableDiffusionPipeline | StableDiffusionXLPipeline:
+    """Load an SD or SDXL pipeline (safetensors only) onto `device`, optionally swapping its scheduler."""
+    torch_dtype = resolve_dtype(dtype)
+    if scheduler is not None and scheduler not in SCHEDULERS:  # fail before a slow load
+        raise ValueError(f"unknown scheduler {scheduler!r}; known: {', '.join(SCHEDULERS)}")
+    path = Path(id_or_dir).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise ValueError(
+                f"{path} is not a diffusers pipeline directory (no model_index.json); "
+                "build a tiny one with `python -m dnp_batch.tiny --kind sdxl --out DIR`"
+            )
+        source = str(path)
+        pipe = _from_pretrained(source, torch_dtype)
+    else:
+        source = str(id_or_dir)
+        try:
+            pipe = _from_pretrained(source, torch_dtype)
+        except Exception as err:  # hub/network errors come in many types; name the id once
+            raise ValueError(
+                f"{source!r} is neither a local directory nor a loadable diffusers pipeline id: {err}"
+            ) from err
+    if not isinstance(pipe, SUPPORTED_PIPELINES):
+        raise ValueError(
+            f"{source} holds a {type(pipe).__name__}; only StableDiffusionPipeline and "
+            "StableDiffusionXLPipeline (and subclasses) are supported"
+        )
+    if scheduler is not None:
+        set_scheduler(pipe, scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)

@@ -1,0 +1,261 @@
+"""One denoising loop over a diffusers pipeline's components; methods are small strategies.
+
+The loop mirrors `StableDiffusion(XL)Pipeline.__call__` step for step (scale_model_input, one
+batched UNet call, guidance, `scheduler.step`) so that `cfg`/`np`/`dns` equal diffusers exactly.
+A method is a callable `(denoiser, scheduler, i, t, z, batch) -> eps~` that asks the denoiser for
+the predictions it needs and combines them with `guidance`.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from diffusers import StableDiffusionXLPipeline
+from diffusers.utils.torch_utils import randn_tensor
+
+from . import guidance
+
+NEGATIVE_EPS_MODES = ("dns_guided", "uncond", "cond")
+
+
+@dataclass
+class Cond:
+    """One text condition for every sample of a batch: what the UNet needs besides (z, t)."""
+
+    embeds: torch.Tensor  # (N, L, D)
+    pooled: torch.Tensor | None = None  # (N, P), SDXL only
+    time_ids: torch.Tensor | None = None  # (N, 6), SDXL micro-conditioning, same for every branch
+
+    @staticmethod
+    def cat(conds: Sequence["Cond"]) -> "Cond":
+        if len(conds) == 1:
+            return conds[0]
+        pooled = None if conds[0].pooled is None else torch.cat([c.pooled for c in conds])
+        time_ids = None if conds[0].time_ids is None else torch.cat([c.time_ids for c in conds])
+        return Cond(torch.cat([c.embeds for c in conds]), pooled, time_ids)
+
+
+@dataclass
+class Batch:
+    """The conditions and randomness of a batch of samples that share one method and its parameters."""
+
+    pos: Cond
+    null: Cond
+    neg: Cond | None
+    seeds: list[int]
+    generators: list[torch.Generator]  # one per sample: drew z_T, drives the main chain's noise
+
+
+class Denoiser:
+    """The UNet as eps(z, t, conds): one batched forward for all branches; counts NFE per sample."""
+
+    def __init__(self, unet):
+        self.unet = unet
+        self.nfe = 0  # UNet evaluations per sample (one per branch)
+        self.calls = 0  # batched UNet forwards
+
+    def __call__(self, scheduler, z: torch.Tensor, t, conds: Sequence[Cond]) -> list[torch.Tensor]:
+        n = len(conds)
+        z_in = scheduler.scale_model_input(torch.cat([z] * n) if n > 1 else z, t)
+        c = Cond.cat(conds)
+        added = None if c.pooled is None else {"text_embeds": c.pooled, "time_ids": c.time_ids}
+        eps = self.unet(z_in, t, encoder_hidden_states=c.embeds, added_cond_kwargs=added, return_dict=False)[0]
+        self.calls += 1
+        self.nfe += n
+        return list(eps.chunk(n))
+
+
+Method = Callable[[Denoiser, object, int, torch.Tensor, torch.Tensor, Batch], torch.Tensor]
+
+
+def _rescale(eps: torch.Tensor, reference: torch.Tensor, guidance_rescale: float) -> torch.Tensor:
+    """Applied only when > 0, as the pipelines do, so that 0 stays bit-identical to diffusers."""
+    return guidance.rescale_noise_cfg(eps, reference, guidance_rescale) if guidance_rescale > 0 else eps
+
+
+@dataclass
+class CFG:
+    guidance_scale: float
+    guidance_rescale: float = 0.0
+
+    def __call__(self, denoise, scheduler, i, t, z, batch):
+        eps_null, eps_p = denoise(scheduler, z, t, [batch.null, batch.pos])
+        return _rescale(guidance.cfg(eps_null, eps_p, self.guidance_scale), eps_p, self.guidance_rescale)
+
+
+@dataclass
+class NegativePrompt:
+    guidance_scale: float
+    guidance_rescale: float = 0.0
+
+    def __call__(self, denoise, scheduler, i, t, z, batch):
+        eps_n, eps_p = denoise(scheduler, z, t, [batch.neg, batch.pos])
+        eps = guidance.negative_prompt_guidance(eps_n, eps_p, self.guidance_scale)
+        return _rescale(eps, eps_p, self.guidance_rescale)
+
+
+@dataclass
+class DNS:
+    dns_guidance_scale: float
+    guidance_rescale: float = 0.0
+
+    def __call__(self, denoise, scheduler, i, t, z, batch):
+        eps_null, eps_p = denoise(scheduler, z, t, [batch.null, batch.pos])
+        # The positive branch of DNS is ∅, so a rescale refers to eps_∅.
+        return _rescale(guidance.dns(eps_null, eps_p, self.dns_guidance_scale), eps_null, self.guidance_rescale)
+
+
+def minichain_generator(seed: int, step: int) -> torch.Generator:
+    """§ANSWER: the mini-chain's noise comes from (sample seed, step index) alone."""
+    state = np.random.SeedSequence([seed, step]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator("cpu").manual_seed(int(state) & (2**63 - 1))
+
+
+@dataclass
+class Answer:
+    guidance_scale: float
+    dns_guidance_scale: float
+    ks: list[int]  # K_i for every step, from guidance.k_schedule
+    normalize: str = "global"
+    negative_eps: str = "dns_guided"
+    guidance_rescale: float = 0.0
+
+    def __call__(self, denoise, scheduler, i, t, z, batch):
+        eps_null, eps_p = denoise(scheduler, z, t, [batch.null, batch.pos])
+        k = self.ks[i]
+        eps_neg = eps_null if k == 0 else self.negative(denoise, scheduler, i, z, eps_null, eps_p, k, batch)
+        eps = guidance.negative_prompt_guidance(eps_neg, eps_p, self.guidance_scale)
+        return _rescale(eps, eps_p, self.guidance_rescale)
+
+    def negative(self, denoise, scheduler, i, z, eps_null, eps_p, k, batch):
+        """§ANSWER step 2: a K-step DNS mini-chain on a copy of the scheduler, then Normalize."""
+        chain = copy.deepcopy(scheduler)  # the main scheduler is never advanced
+        kwargs = step_kwargs(chain, [minichain_generator(s, i) for s in batch.seeds])
+        ts = scheduler.timesteps
+        z_neg = z
+        for j in range(k):
+            if j > 0:  # j = 0 reuses the main step's (eps_∅, eps_p)
+                eps_null_j, eps_p_j = denoise(chain, z_neg, ts[i + j], [batch.null, batch.pos])
+            else:
+                eps_null_j, eps_p_j = eps_null, eps_p
+            eps_dns = guidance.dns(eps_null_j, eps_p_j, self.dns_guidance_scale)
+            z_neg = chain.step(eps_dns, ts[i + j], z_neg, **kwargs, return_dict=False)[0]
+        t_end = ts[i + k]
+        if self.negative_eps == "dns_guided":
+            x = guidance.dns(*denoise(chain, z_neg, t_end, [batch.null, batch.pos]), self.dns_guidance_scale)
+        elif self.negative_eps == "uncond":
+            (x,) = denoise(chain, z_neg, t_end, [batch.null])
+        else:
+            (x,) = denoise(chain, z_neg, t_end, [batch.pos])
+        return guidance.normalize(x, eps_null, self.normalize)
+
+
+def step_kwargs(scheduler, generators: list[torch.Generator], eta: float = 0.0) -> dict:
+    """The extra `scheduler.step` arguments, as the pipelines' `prepare_extra_step_kwargs`."""
+    params = set(inspect.signature(scheduler.step).parameters)
+    kwargs = {}
+    if "eta" in params:
+        kwargs["eta"] = eta
+    if "generator" in params:
+        kwargs["generator"] = generators
+    return kwargs
+
+
+def sample(
+    denoise: Denoiser,
+    scheduler,
+    z: torch.Tensor,
+    method: Method,
+    batch: Batch,
+    callback: Callable[[dict], None] | None = None,
+) -> torch.Tensor:
+    """The denoising loop: z_T -> z_0 with `method` giving eps~ at every step."""
+    kwargs = step_kwargs(scheduler, batch.generators)
+    for i, t in enumerate(scheduler.timesteps):
+        eps = method(denoise, scheduler, i, t, z, batch)
+        z = scheduler.step(eps, t, z, **kwargs, return_dict=False)[0]
+        if callback is not None:
+            callback({"i": i, "t": t, "z": z, "eps": eps, "scheduler": scheduler})
+    return z
+
+
+# ---- pipeline plumbing: text conditions, initial noise, decoding -------------------------------
+
+
+def is_sdxl(pipe) -> bool:
+    return isinstance(pipe, StableDiffusionXLPipeline)
+
+
+def encode_texts(pipe, texts: list[str], height: int, width: int) -> Cond:
+    """Text conditions as the pipeline's own `encode_prompt` computes them for its positive branch."""
+    device = pipe._execution_device
+    if not is_sdxl(pipe):
+        embeds, _ = pipe.encode_prompt(texts, device, 1, False)
+        return Cond(embeds)
+    embeds, _, pooled, _ = pipe.encode_prompt(texts, device=device, do_classifier_free_guidance=False)
+    return Cond(embeds, pooled, _time_ids(pipe, embeds, pooled, height, width))
+
+
+def null_cond(pipe, pos: Cond, height: int, width: int) -> Cond:
+    """∅ exactly as the pipeline's unconditional branch (METHODS.md §Notation): zeros for SDXL with
+    `force_zeros_for_empty_prompt`, else the encoding of ""; shaped like `pos`."""
+    n = pos.embeds.shape[0]
+    if is_sdxl(pipe) and pipe.config.force_zeros_for_empty_prompt:
+        return Cond(torch.zeros_like(pos.embeds), torch.zeros_like(pos.pooled), pos.time_ids)
+    one = encode_texts(pipe, [""], height, width)
+    return Cond(
+        one.embeds.expand(n, -1, -1),
+        None if one.pooled is None else one.pooled.expand(n, -1),
+        pos.time_ids,
+    )
+
+
+def _time_ids(pipe, embeds, pooled, height, width) -> torch.Tensor:
+    """SDXL micro-conditioning (original size, crop (0, 0), target size), as the pipeline's default."""
+    te2 = pipe.text_encoder_2
+    proj_dim = int(pooled.shape[-1]) if te2 is None else te2.config.projection_dim
+    ids = pipe._get_add_time_ids((height, width), (0, 0), (height, width), dtype=embeds.dtype,
+                                 text_encoder_projection_dim=proj_dim)
+    return ids.to(embeds.device).repeat(embeds.shape[0], 1)
+
+
+def initial_latents(pipe, scheduler, generators, height, width, dtype) -> torch.Tensor:
+    """z_T drawn per sample from its own generator, as `prepare_latents` does with a generator list."""
+    f = pipe.vae_scale_factor
+    shape = (len(generators), pipe.unet.config.in_channels, height // f, width // f)
+    z = randn_tensor(shape, generator=generators, device=pipe._execution_device, dtype=dtype)
+    return z * scheduler.init_noise_sigma
+
+
+def decode(pipe, latents: torch.Tensor, output_type: str = "pil"):
+    """Latents -> images exactly as the pipeline's own tail (VAE upcast, safety checker, watermark)."""
+    if output_type == "latent":
+        return latents
+    vae = pipe.vae
+    upcast = is_sdxl(pipe) and vae.dtype == torch.float16 and vae.config.force_upcast
+    if upcast:
+        vae.to(torch.float32)
+    latents = latents.to(dtype=next(iter(vae.post_quant_conv.parameters())).dtype, device=vae.device)
+    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    if is_sdxl(pipe) and mean is not None and std is not None:
+        mean = torch.tensor(mean).view(1, -1, 1, 1).to(latents)
+        std = torch.tensor(std).view(1, -1, 1, 1).to(latents)
+        latents = latents * std / vae.config.scaling_factor + mean
+    else:
+        latents = latents / vae.config.scaling_factor
+    image = vae.decode(latents, return_dict=False)[0]
+    if upcast:
+        vae.to(torch.float16)
+    do_denormalize = None
+    if is_sdxl(pipe):
+        if pipe.watermark is not None:
+            image = pipe.watermark.apply_watermark(image)
+    else:
+        image, nsfw = pipe.run_safety_checker(image, pipe._execution_device, latents.dtype)
+        do_denormalize = None if nsfw is None else [not flagged for flagged in nsfw]
+    return pipe.image_processor.postprocess(image, output_type=output_type, do_denormalize=do_denormalize)

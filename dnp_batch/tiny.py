@@ -1,0 +1,298 @@
+"""Tiny random diffusers pipelines, built offline from configs, for tests and the quick-start.
+
+Weights are seeded per component, so two builds are byte-identical. Sizes follow
+`shared/design/FACTS.md` ("Tiny models that worked offline").
+
+    python -m dnp_batch.tiny --kind sdxl --out /tmp/tiny-sdxl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+from .models import quiet_progress_bars
+
+CACHE_VERSION = "v1"
+MODEL_MAX_LENGTH = 77
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+
+# Real SD/SDXL betas; extra keys (clip_sample, set_alpha_to_one, skip_prk_steps) mirror the
+# SDXL base scheduler_config.json so swapping to DDIM/PNDM via from_config keeps them.
+_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+SDXL_SCHEDULER_CONFIG = {
+    **_BETAS,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "prediction_type": "epsilon",
+    "interpolation_type": "linear",
+    "use_karras_sigmas": False,
+    "trained_betas": None,
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "sample_max_value": 1.0,
+}
+SD_SCHEDULER_CONFIG = {
+    **_BETAS,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "prediction_type": "epsilon",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+}
+
+# A few merges so common words become single tokens; everything else falls back to bytes.
+_MERGES = [
+    "r e", "re d</w>", "c u", "cu b", "cub e</w>", "t h", "th e</w>", "a n", "an d</w>",
+    "o f</w>", "i n", "in g</w>", "p h", "ph o", "pho t", "phot o</w>",
+]  # fmt: skip
+
+
+def _bytes_to_unicode() -> list[str]:
+    """GPT-2/CLIP byte-level alphabet: one printable character per byte value."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    keep += list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return [chars[b] for b in range(256)]
+
+
+def _write_tokenizer_files(directory: Path) -> None:
+    """Write a CLIP-style byte-level BPE vocab.json + merges.txt (~530 tokens)."""
+    symbols = _bytes_to_unicode()
+    tokens = symbols + [s + "</w>" for s in symbols] + [m.replace(" ", "") for m in _MERGES] + [BOS, EOS]
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    (directory / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(_MERGES) + "\n", encoding="utf-8")
+
+
+def _tokenizer() -> CLIPTokenizer:
+    with tempfile.TemporaryDirectory() as tmp:
+        _write_tokenizer_files(Path(tmp))
+        tok = CLIPTokenizer.from_pretrained(tmp, model_max_length=MODEL_MAX_LENGTH, pad_token=EOS)
+    # Loading leaves these in tokenizer_config.json; local_files_only follows $HF_HUB_OFFLINE.
+    for key in ("is_local", "local_files_only"):
+        tok.init_kwargs.pop(key, None)
+    return tok
+
+
+def _text_config(tok: CLIPTokenizer) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=5,
+        vocab_size=1000,
+        projection_dim=32,
+        max_position_embeddings=MODEL_MAX_LENGTH,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,  # pooled output is taken at the first EOS
+        pad_token_id=tok.pad_token_id,
+    )
+
+
+def _vae(**kwargs) -> AutoencoderKL:
+    torch.manual_seed(3)
+    return AutoencoderKL(
+        block_out_channels=[32, 64, 64, 64],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=64,
+        **kwargs,
+    )
+
+
+def sdxl_pipeline() -> StableDiffusionXLPipeline:
+    """A tiny random SDXL pipeline (64 px by default, latents 8×8)."""
+    tok = _tokenizer()
+    text_config = _text_config(tok)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=80,  # 6 time ids × 8 + 32 pooled
+        cross_attention_dim=64,  # 32 + 32 from the two text encoders
+        norm_num_groups=32,
+    )
+    vae = _vae(scaling_factor=0.13025)  # SDXL's VAE scale, so code that hardcodes SD's shows up
+    torch.manual_seed(1)
+    text_encoder = CLIPTextModel(text_config)
+    torch.manual_seed(2)
+    text_encoder_2 = CLIPTextModelWithProjection(text_config)
+    return StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tok,
+        tokenizer_2=_tokenizer(),
+        unet=unet,
+        scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_CONFIG),
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )
+
+
+def sd_pipeline() -> StableDiffusionPipeline:
+    """A tiny random SD1.5-style pipeline (64 px by default, latents 8×8)."""
+    tok = _tokenizer()
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+    vae = _vae()
+    torch.manual_seed(1)
+    text_encoder = CLIPTextModel(_text_config(tok))
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tok,
+        unet=unet,
+        scheduler=DDIMScheduler.from_config(SD_SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def _save_diffusers(make: Callable[[], object]) -> Callable[[Path], None]:
+    def build(out: Path) -> None:
+        make().save_pretrained(out, safe_serialization=True)
+
+    return build
+
+
+# kind -> function that writes the model files into an existing empty directory.
+BUILDERS: dict[str, Callable[[Path], None]] = {
+    "sdxl": _save_diffusers(sdxl_pipeline),
+    "sd": _save_diffusers(sd_pipeline),
+}
+
+
+def _is_nonempty_dir(path: Path) -> bool:
+    return path.is_dir() and any(path.iterdir())
+
+
+def _make_readable(root: Path) -> None:
+    """mkdtemp and the safetensors writers leave owner-only modes; a shared cache needs 755/644."""
+    root.chmod(0o755)
+    for path in root.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def build_tiny(kind: str, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Build the tiny `kind` model into `out_dir`, atomically (temp sibling dir, then rename).
+
+    Raises FileExistsError if `out_dir` is non-empty, unless `overwrite`.
+    """
+    if kind not in BUILDERS:
+        raise ValueError(f"unknown tiny model kind {kind!r}; known: {', '.join(sorted(BUILDERS))}")
+    out = Path(out_dir).expanduser().absolute()
+    if _is_nonempty_dir(out) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        with torch.random.fork_rng(devices=[]), quiet_progress_bars():  # caller's RNG state untouched
+            BUILDERS[kind](tmp)
+        _make_readable(tmp)
+        if overwrite and out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, trash / "old")
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)  # fails if another process filled `out` meanwhile
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """`cache_dir`, else $DNP_BATCH_CACHE, else $XDG_CACHE_HOME/dnp_batch or ~/.cache/dnp_batch."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    if os.environ.get("DNP_BATCH_CACHE"):
+        return Path(os.environ["DNP_BATCH_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(xdg).expanduser() / "dnp_batch"
+
+
+def ensure_tiny(kind: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Return the cached tiny `kind` model dir, building it on first use (safe across processes)."""
+    path = cache_root(cache_dir).absolute() / f"tiny-{kind}-{CACHE_VERSION}"
+    if (path / "model_index.json").exists():
+        return path
+    try:
+        return build_tiny(kind, path)
+    except OSError:
+        if (path / "model_index.json").exists():  # another process won the race
+            return path
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dnp_batch.tiny", description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", required=True, choices=sorted(BUILDERS))
+    parser.add_argument("--out", required=True, help="directory to create (must be absent or empty)")
+    parser.add_argument("--force", action="store_true", help="replace OUT if it exists and is not empty")
+    args = parser.parse_args(argv)
+    out = Path(args.out).expanduser().absolute()
+    if _is_nonempty_dir(out) and not args.force:
+        parser.exit(2, f"error: {out} exists and is not empty; pass --force to replace it\n")
+    if out.exists() and not out.is_dir():
+        parser.exit(2, f"error: {out} exists and is not a directory\n")
+    build_tiny(args.kind, out, overwrite=args.force)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny SD/SDXL pipelines built once per session, loaded through the real loader."""
+
+import os
+import shutil
+import tempfile
+
+# Before diffusers/huggingface_hub are imported: they read these at import time.
+os.environ["HF_HUB_OFFLINE"] = "1"
+_CACHE = tempfile.mkdtemp(prefix="dnp_batch-test-cache-")
+os.environ["DNP_BATCH_CACHE"] = _CACHE
+
+import pytest  # noqa: E402
+
+from dnp_batch.models import load_pipeline  # noqa: E402
+from dnp_batch.tiny import build_tiny  # noqa: E402
+
+
+def pytest_configure(config):
+    # diffusers' schedulers call np.array(tensor) in a way numpy 2 flags; harmless, not ours.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+    )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_dir(tmp_path_factory):
+    return build_tiny("sdxl", tmp_path_factory.mktemp("tiny") / "sdxl")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory):
+    return build_tiny("sd", tmp_path_factory.mktemp("tiny") / "sd")
+
+
+@pytest.fixture
+def tiny_sdxl(tiny_sdxl_dir):
+    """A fresh tiny SDXL pipeline per test, so tests may swap its scheduler."""
+    return load_pipeline(tiny_sdxl_dir)
+
+
+@pytest.fixture
+def tiny_sd(tiny_sd_dir):
+    """A fresh tiny SD1.5-style pipeline per test, so tests may swap its scheduler."""
+    return load_pipeline(tiny_sd_dir)

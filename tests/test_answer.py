@@ -1,0 +1,182 @@
+"""ANSWER's invariants (METHODS.md §ANSWER) on the tiny models."""
+
+import copy
+
+import pytest
+import torch
+
+from dnp_batch import AnswerConfig, generate, guidance, sampler
+from dnp_batch.models import set_scheduler
+
+SIZE = 64
+BATCH_TOL = 1e-4  # batch size changes float32 kernel blocking, not the maths (see test_sampler)
+
+
+@pytest.fixture(params=["sd", "sdxl"])
+def pipe(request, tiny_sd, tiny_sdxl):
+    return tiny_sd if request.param == "sd" else tiny_sdxl
+
+
+def run(pipe, method="answer", prompts=("a red cube",), seeds=(5,), steps=6, **kw):
+    return generate(pipe, list(prompts), list(seeds), method, num_inference_steps=steps, height=SIZE, width=SIZE,
+                    output_type="latent", **kw)
+
+
+@pytest.mark.parametrize("scheduler", ["euler", "dpmpp_2m", "euler_a"])
+def test_k_zero_is_bit_identical_to_cfg(pipe, scheduler):
+    set_scheduler(pipe, scheduler)
+    cfg = run(pipe, "cfg", prompts=("a cat", "a dog"), seeds=(1, 2)).images
+    for answer in (AnswerConfig(k=0), AnswerConfig(until=0.0)):
+        got = run(pipe, "answer", prompts=("a cat", "a dog"), seeds=(1, 2), answer=answer).images
+        assert torch.equal(got, cfg)
+
+
+def test_answer_with_k_differs_from_cfg(pipe):
+    assert not torch.allclose(run(pipe, "answer").images, run(pipe, "cfg").images)
+
+
+def _state(scheduler) -> dict:
+    """Everything a scheduler carries from step to step (step index, multistep history, ...)."""
+    return {k: v for k, v in vars(scheduler).items() if not k.startswith("_") or k in ("_step_index", "_begin_index")}
+
+
+def _assert_same(a, b, path="state"):
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), path
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{path}[{i}]")
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _assert_same(a[k], b[k], f"{path}.{k}")
+    else:
+        assert a == b, path
+
+
+@pytest.mark.parametrize("scheduler", ["euler", "dpmpp_2m", "euler_a", "ddim"])
+def test_main_scheduler_state_is_untouched_by_the_minichain(pipe, scheduler):
+    """Replay the main chain's guided eps through a fresh scheduler with no mini-chain: the latents and
+    the scheduler's whole state (step index, multistep history, noise drawn) match after every step."""
+    set_scheduler(pipe, scheduler)
+    seeds, steps = [5, 9], 6
+    seen = []
+    run(pipe, prompts=("a cat", "a dog"), seeds=seeds, steps=steps, answer=AnswerConfig(k=2, until=1.0),
+        callback=lambda s: seen.append((s["eps"].clone(), s["z"].clone(), copy.deepcopy(_state(s["scheduler"])))))
+    assert len(seen) == steps
+
+    fresh = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    fresh.set_timesteps(steps)
+    if hasattr(fresh, "set_begin_index"):
+        fresh.set_begin_index(0)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    z = sampler.initial_latents(pipe, fresh, gens, SIZE, SIZE, torch.float32)
+    kwargs = sampler.step_kwargs(fresh, gens)
+    for i, t in enumerate(fresh.timesteps):
+        eps, z_seen, state_seen = seen[i]
+        fresh.scale_model_input(z, t)
+        z = fresh.step(eps, t, z, **kwargs, return_dict=False)[0]
+        assert torch.equal(z, z_seen), f"latents differ after step {i}"
+        _assert_same(_state(fresh), state_seen, f"step {i}")
+
+
+@pytest.mark.parametrize(
+    "steps,answer",
+    [
+        (6, AnswerConfig()),
+        (10, AnswerConfig()),
+        (7, AnswerConfig(k=3, until=1.0)),
+        (8, AnswerConfig(k=4, until=0.75, shape="linear")),
+        (6, AnswerConfig(k=2, negative_eps="uncond")),
+        (6, AnswerConfig(k=1, negative_eps="cond", normalize="channel")),
+    ],
+)
+def test_unet_calls_match_the_nfe_formula(tiny_sdxl, steps, answer):
+    rows = []
+    hook = tiny_sdxl.unet.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
+    try:
+        out = run(tiny_sdxl, steps=steps, answer=answer)
+    finally:
+        hook.remove()
+    ks = answer.schedule(steps)
+    expected = 2 * steps + 2 * sum(ks)
+    if answer.negative_eps != "dns_guided":  # the chain's end needs one branch, not two
+        expected -= sum(1 for k in ks if k > 0)
+    assert sum(rows) == expected == out.records[0]["nfe"]
+    # One batched call per main step and per mini-chain step: never a lone branch where a pair is due.
+    assert len(rows) == steps + sum(ks)
+
+
+def test_nfe_default_schedule_is_120_at_30_steps(tiny_sd):
+    rows = []
+    hook = tiny_sd.unet.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
+    try:
+        out = generate(tiny_sd, ["a cat", "a dog"], [0, 1], "answer", num_inference_steps=30, height=32, width=32,
+                       output_type="latent")
+    finally:
+        hook.remove()
+    assert sum(rows) == 2 * 120  # two samples share each batched call
+    assert out.records[0]["nfe"] == out.records[1]["nfe"] == 120
+    assert out.records[0]["answer"]["k_schedule"] == [2] * 15 + [0] * 15
+
+
+@pytest.mark.parametrize("scheduler", ["euler", "euler_a", "dpmpp_2m"])
+def test_mixed_batch_equals_one_by_one(pipe, scheduler):
+    set_scheduler(pipe, scheduler)
+    prompts, seeds = ["a cat", "a dog on a sofa", "a cat"], [4, 4, 7]
+    batch = run(pipe, prompts=prompts, seeds=seeds).images
+    for j, (p, s) in enumerate(zip(prompts, seeds)):
+        single = run(pipe, prompts=(p,), seeds=(s,)).images
+        torch.testing.assert_close(batch[j:j + 1], single, rtol=BATCH_TOL, atol=BATCH_TOL)
+
+
+def test_euler_ancestral_is_reproducible(pipe):
+    set_scheduler(pipe, "euler_a")
+    a = run(pipe, prompts=("a cat", "a dog"), seeds=(1, 2)).images
+    b = run(pipe, prompts=("a cat", "a dog"), seeds=(1, 2)).images
+    assert torch.equal(a, b)
+    swapped = run(pipe, prompts=("a dog", "a cat"), seeds=(2, 1)).images
+    torch.testing.assert_close(swapped[[1, 0]], a, rtol=BATCH_TOL, atol=BATCH_TOL)
+
+
+def test_dnp_with_a_given_negative_equals_np(pipe):
+    kw = dict(prompts=("a cat", "a dog"), seeds=(1, 2), negative_prompts=["a dark blurry room", "grass"])
+    dnp = run(pipe, "dnp", **kw)
+    assert torch.equal(dnp.images, run(pipe, "np", **kw).images)
+    assert [r["negative_prompt"] for r in dnp.records] == ["a dark blurry room", "grass"]
+    assert dnp.records[0]["method"] == "dnp"
+
+
+@pytest.mark.parametrize("mode", ["global", "channel"])
+def test_normalized_negative_has_the_reference_statistics(tiny_sd, mode, monkeypatch):
+    """Catch the negative eps inside a real run and check Normalize's output statistics."""
+    caught = []
+    original = guidance.normalize
+
+    def spy(x, reference, m):
+        out = original(x, reference, m)
+        caught.append((out, reference))
+        return out
+
+    monkeypatch.setattr(guidance, "normalize", spy)
+    run(tiny_sd, steps=4, answer=AnswerConfig(normalize=mode))
+    assert len(caught) == 2  # K > 0 on the first half of 4 steps
+    dims = (1, 2, 3) if mode == "global" else (2, 3)
+    for out, ref in caught:
+        torch.testing.assert_close(out.mean(dims), ref.mean(dims), rtol=0, atol=1e-5)
+        torch.testing.assert_close(out.std(dims), ref.std(dims), rtol=1e-5, atol=1e-6)
+
+
+def test_normalize_modes_and_negative_eps_change_the_result(tiny_sd):
+    base = run(tiny_sd).images
+    for answer in (AnswerConfig(normalize="channel"), AnswerConfig(normalize="none"),
+                   AnswerConfig(negative_eps="uncond"), AnswerConfig(negative_eps="cond"),
+                   AnswerConfig(shape="linear", k=3)):
+        assert not torch.allclose(run(tiny_sd, answer=answer).images, base), answer
+
+
+def test_callback_sees_every_step(tiny_sd):
+    steps = []
+    run(tiny_sd, steps=4, callback=lambda s: steps.append(s["i"]))
+    assert steps == [0, 1, 2, 3]

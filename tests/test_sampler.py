@@ -1,0 +1,94 @@
+"""cfg / np / dns against diffusers' own pipelines, on the tiny SD and SDXL models."""
+
+import numpy as np
+import pytest
+import torch
+
+from dnp_batch import generate, load_pipeline
+from dnp_batch.models import set_scheduler
+from dnp_batch.sampler import is_sdxl
+
+# float32 on CPU; the loop mirrors the pipeline op for op, so the match is in fact exact.
+ATOL = 1e-5
+# A different batch size changes float32 kernel blocking (oneDNN), not the maths: latents of
+# magnitude ~10 then agree to ~2e-5 relative.
+BATCH_TOL = 1e-4
+STEPS, SIZE, W = 5, 64, 6.0
+PROMPT, NEG, SEED = "a red cube on a blue table", "blurry, low quality", 11
+
+
+def diffusers_call(pipe, method, output_type, seed=SEED, prompt=PROMPT, neg=NEG):
+    """The diffusers pipeline call that METHODS.md pins for each method."""
+    kw = dict(guidance_scale=W, num_inference_steps=STEPS, height=SIZE, width=SIZE, output_type=output_type,
+              generator=torch.Generator().manual_seed(seed))
+    if method == "cfg":
+        return pipe(prompt=prompt, **kw).images
+    if method == "np":
+        return pipe(prompt=prompt, negative_prompt=neg, **kw).images
+    # dns: positive ∅, negative p
+    if not is_sdxl(pipe):
+        return pipe(prompt="", negative_prompt=prompt, **kw).images
+    embeds, _, pooled, _ = pipe.encode_prompt([""], do_classifier_free_guidance=False)
+    return pipe(prompt_embeds=torch.zeros_like(embeds), pooled_prompt_embeds=torch.zeros_like(pooled),
+                negative_prompt=prompt, **kw).images
+
+
+def ours(pipe, method, output_type, seeds=(SEED,), prompts=(PROMPT,), negs=(NEG,)):
+    return generate(pipe, list(prompts), list(seeds), method,
+                    negative_prompts=list(negs) if method == "np" else None, guidance_scale=W,
+                    num_inference_steps=STEPS, height=SIZE, width=SIZE, output_type=output_type).images
+
+
+@pytest.fixture(params=["sd", "sdxl"])
+def pipe(request, tiny_sd, tiny_sdxl):
+    return tiny_sd if request.param == "sd" else tiny_sdxl
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpmpp_2m", "euler_a"])
+@pytest.mark.parametrize("method", ["cfg", "np", "dns"])
+def test_equals_diffusers(pipe, scheduler, method):
+    set_scheduler(pipe, scheduler)
+    ref_latents = diffusers_call(pipe, method, "latent")
+    got_latents = ours(pipe, method, "latent")
+    assert got_latents.shape == ref_latents.shape
+    torch.testing.assert_close(got_latents, ref_latents, rtol=0, atol=ATOL)
+    ref_images = diffusers_call(pipe, method, "np")
+    got_images = ours(pipe, method, "np")
+    np.testing.assert_allclose(got_images, ref_images, rtol=0, atol=ATOL)
+
+
+def test_methods_differ(pipe):
+    """The three methods are not accidentally the same chain."""
+    cfg, np_, dns = (ours(pipe, m, "latent") for m in ("cfg", "np", "dns"))
+    assert not torch.allclose(cfg, np_) and not torch.allclose(cfg, dns)
+
+
+@pytest.mark.parametrize("scheduler", ["euler", "euler_a"])
+def test_batch_of_mixed_prompts_and_seeds_equals_diffusers_one_by_one(pipe, scheduler):
+    set_scheduler(pipe, scheduler)
+    prompts = ["a red cube", "a green sphere under a lamp", "a red cube"]
+    seeds = [3, 3, 8]
+    got = ours(pipe, "np", "latent", seeds=seeds, prompts=prompts, negs=["dark", "", "dark"])
+    for j, (p, s, n) in enumerate(zip(prompts, seeds, ["dark", "", "dark"])):
+        ref = diffusers_call(pipe, "np", "latent", seed=s, prompt=p, neg=n)
+        torch.testing.assert_close(got[j:j + 1], ref, rtol=BATCH_TOL, atol=BATCH_TOL)
+
+
+def test_pil_output_and_records(pipe):
+    out = generate(pipe, ["a cat", "a dog"], [0, 1], "cfg", num_inference_steps=2, height=SIZE, width=SIZE)
+    assert [im.size for im in out.images] == [(SIZE, SIZE)] * 2
+    rec = out.records[1]
+    assert rec["prompt"] == "a dog" and rec["seed"] == 1 and rec["method"] == "cfg"
+    assert rec["negative_prompt"] is None and rec["guidance_scale"] == 7.0 and rec["num_inference_steps"] == 2
+    assert rec["nfe"] == 4 and rec["seconds"] > 0 and rec["scheduler"] == type(pipe.scheduler).__name__
+    assert rec["id"] != out.records[0]["id"]
+
+
+def test_bfloat16_path_runs_through_the_same_code(tiny_sdxl_dir):
+    pipe = load_pipeline(tiny_sdxl_dir, dtype="bf16")
+    out = generate(pipe, ["a cat"], [0], "answer", num_inference_steps=4, height=SIZE, width=SIZE, output_type="np")
+    assert out.images.shape == (1, SIZE, SIZE, 3) and np.isfinite(out.images).all()
+    assert out.records[0]["dtype"] == "bfloat16"
+    latents = generate(pipe, ["a cat"], [0], "answer", num_inference_steps=4, height=SIZE, width=SIZE,
+                       output_type="latent").images
+    assert latents.dtype == torch.bfloat16
