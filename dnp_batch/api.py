@@ -66,10 +66,6 @@ def sample_id(prompt: str, seed: int, method: str, negative_prompt: str | None =
 
 
 def _validate(pipe, prompts, seeds, method, negative_prompts, steps, height, width, output_type, ids, batch_size):
-    if not isinstance(pipe, (StableDiffusionPipeline, StableDiffusionXLPipeline)):
-        raise ValueError(
-            f"pipe must be a diffusers StableDiffusionPipeline or StableDiffusionXLPipeline, got {type(pipe).__name__}"
-        )
     if isinstance(prompts, str) or not isinstance(prompts, Sequence):
         raise ValueError("prompts must be a list of strings (wrap a single prompt in a list)")
     if len(prompts) == 0:
@@ -154,8 +150,13 @@ def generate(
     of human DNP), `dns`, `answer`. A sample's output depends only on its own prompt, seed and the
     parameters, never on what shares its batch. `callback(dict)` sees every main-chain step.
     """
-    height = height or pipe.default_sample_size * pipe.vae_scale_factor
-    width = width or pipe.default_sample_size * pipe.vae_scale_factor
+    if not isinstance(pipe, (StableDiffusionPipeline, StableDiffusionXLPipeline)):
+        raise ValueError(
+            f"pipe must be a diffusers StableDiffusionPipeline or StableDiffusionXLPipeline, got {type(pipe).__name__}"
+        )
+    native = pipe.unet.config.sample_size * pipe.vae_scale_factor  # the pipelines' own default size
+    height = native if height is None else height
+    width = native if width is None else width
     _validate(pipe, prompts, seeds, method, negative_prompts, num_inference_steps, height, width,
               output_type, ids, batch_size)
     if not isinstance(answer, AnswerConfig):

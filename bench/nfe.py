@@ -1,0 +1,60 @@
+"""Measured NFE per method and ANSWER's wall-time cost relative to CFG, on the tiny SDXL model.
+
+    python bench/nfe.py [--model DIR] [--repeats 3]
+
+NFE is counted by a hook on the UNet (rows per forward pass), not computed from the formula.
+Wall times are medians over repeats, measured in this run; only their ratio is meaningful.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from dnp_batch import generate, guidance, load_pipeline
+from dnp_batch.api import AnswerConfig
+from dnp_batch.tiny import ensure_tiny
+
+METHODS = ("cfg", "np", "dns", "dnp", "answer")
+STEPS = (10, 30, 50)
+
+
+def measure(pipe, method: str, steps: int, repeats: int) -> tuple[int, float]:
+    rows: list[int] = []
+    hook = pipe.unet.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    negatives = ["blurry, low quality"] if method in ("np", "dnp") else None
+    times = []
+    try:
+        for _ in range(repeats):
+            rows.clear()
+            t0 = time.perf_counter()
+            generate(pipe, ["a red fox in the snow"], [0], method, negative_prompts=negatives,
+                     num_inference_steps=steps, output_type="latent")
+            times.append(time.perf_counter() - t0)
+    finally:
+        hook.remove()
+    return sum(rows), statistics.median(times)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="diffusers SD/SDXL dir or hub id (default: the tiny SDXL)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    pipe = load_pipeline(args.model or ensure_tiny("sdxl"))
+    generate(pipe, ["warm-up"], [0], "cfg", num_inference_steps=2, output_type="latent")
+
+    print(f"{'T':>3} {'method':<7} {'NFE':>5} {'formula':>7} {'NFE/CFG':>8} {'time/CFG':>9}")
+    for steps in STEPS:
+        results = {m: measure(pipe, m, steps, args.repeats) for m in METHODS}
+        cfg_nfe, cfg_time = results["cfg"]
+        ks = AnswerConfig().schedule(steps)
+        formula = {"answer": guidance.answer_nfe(steps, ks)}
+        for m, (nfe, seconds) in results.items():
+            print(f"{steps:>3} {m:<7} {nfe:>5} {formula.get(m, 2 * steps):>7} {nfe / cfg_nfe:>8.2f} "
+                  f"{seconds / cfg_time:>9.2f}")
+
+
+if __name__ == "__main__":
+    main()

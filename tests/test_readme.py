@@ -1,0 +1,64 @@
+"""README.md stays truthful: its commands are the ones CI and the tests run."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from dnp_batch import load_pipeline
+from dnp_batch.tiny import ensure_tiny
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+
+
+def blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+
+
+def test_quickstart_install_and_test_commands_are_what_ci_runs():
+    quickstart = blocks("bash")[0].strip().splitlines()
+    ci = (REPO / ".ci" / "run").read_text()
+    install, job, tests = quickstart
+    assert install in ci and tests in ci
+    assert job == "python jobs/generate.py --prompts examples/prompts.jsonl --out out/"  # run by test_job.py
+
+
+def test_every_bash_command_is_covered():
+    covered = {
+        "python jobs/generate.py --prompts examples/prompts.jsonl --out out/",  # test_job.py
+        "python jobs/generate.py --prompts examples/prompts.jsonl --out out-sd/ --config configs/tiny-sd.yaml "
+        "--method cfg --seeds 2",  # test_second_job_command below
+    }
+    ci = (REPO / ".ci" / "run").read_text()
+    for block in blocks("bash"):
+        for line in block.strip().splitlines():
+            assert line in covered or line in ci, f"README command not run by a test or CI: {line}"
+
+
+def test_second_job_command(tmp_path):
+    cmd = blocks("bash")[1].strip().replace("out-sd/", str(tmp_path / "out-sd"))
+    proc = subprocess.run(cmd.replace("python ", f"{sys.executable} ", 1), shell=True, cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((tmp_path / "out-sd").glob("*.png"))) == 8
+
+
+def test_library_example_runs_on_the_tiny_model(tmp_path, monkeypatch):
+    """The README's Python example, with the hub id swapped for the tiny SDXL on CPU."""
+    (code,) = blocks("python")
+    tiny = str(ensure_tiny("sdxl"))
+    code = code.replace('"stabilityai/stable-diffusion-xl-base-1.0", dtype="fp16", device="cuda"',
+                        f"{tiny!r}, dtype='fp32', device='cpu'")
+    assert tiny in code, "the README example no longer loads the model this test expects"
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert (tmp_path / "fox.png").exists()
+    assert namespace["out"].records[0]["nfe"] == 120
+    assert isinstance(namespace["pipe"], type(load_pipeline(tiny)))
+
+
+def test_readme_mentions_the_tiny_cli_and_bench():
+    assert "python -m dnp_batch.tiny --kind sdxl --out DIR" in README  # tests/test_tiny.py runs it
+    assert "python bench/nfe.py" in README  # tests/test_bench.py runs it
