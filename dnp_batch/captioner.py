@@ -110,7 +110,7 @@ def _tiny_config(tok: GPT2TokenizerFast) -> Blip2Config:
 
 
 def _silence_unreadable_tokens(model: Blip2ForConditionalGeneration, tok: GPT2TokenizerFast) -> None:
-    """Zero the output rows of tokens that are not printable ASCII text (EOS kept).
+    """Zero the embedding (= output) rows of tokens that are not printable ASCII text (EOS kept).
 
     A random model otherwise favours stray byte tokens that decode to U+FFFD; with zero logits
     they lose to the word tokens, so tiny captions read as (nonsense) words.
@@ -122,7 +122,7 @@ def _silence_unreadable_tokens(model: Blip2ForConditionalGeneration, tok: GPT2To
             keep.add(token_id)
     drop = torch.tensor([i for i in range(len(tok)) if i not in keep])
     with torch.no_grad():
-        for embeddings in {model.get_input_embeddings(), model.get_output_embeddings()}:  # OPT ties them
+        for embeddings in (model.get_input_embeddings(), model.get_output_embeddings()):  # tied in OPT
             embeddings.weight[drop] = 0.0
 
 

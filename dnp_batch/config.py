@@ -26,6 +26,28 @@ class AnswerSettings(_Strict):
         return api.AnswerConfig(**self.model_dump())
 
 
+class CaptionerSettings(_Strict):
+    """METHODS.md §DNP: BLIP-2, unconditional (no prompt), greedy, max_new_tokens=30."""
+
+    model: str = "tiny-blip2"  # hub id (e.g. Salesforce/blip2-opt-2.7b), local dir, or tiny-blip2
+    max_new_tokens: int = Field(30, ge=1)
+    prompt: str | None = None
+
+
+class ClipSettings(_Strict):
+    model: str | None = "tiny-clip"  # open_clip name (e.g. ViT-H-14), local dir, tiny-clip; None: no score
+    pretrained: str | None = None  # open_clip pretrained tag (e.g. laion2b_s32b_b79k)
+    batch_size: int = Field(32, ge=1)
+
+
+class DnpSettings(_Strict):
+    same_seed: bool = True  # NP starts from the DNS chain's z_T
+
+
+class CnpSettings(_Strict):
+    every: int = Field(1, ge=1)  # refresh the negative every N steps (1 = the paper's CNP)
+
+
 class JobConfig(_Strict):
     """Built-in defaults: METHODS.md's hyperparameters on the tiny SDXL model (no downloads)."""
 
@@ -33,7 +55,7 @@ class JobConfig(_Strict):
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     device: str = "auto"  # auto = cuda when available, else cpu
     scheduler: str | None = None  # None keeps the model's own; else a name of models.SCHEDULERS
-    method: Literal["cfg", "np", "dns", "dnp", "answer"] = "answer"
+    method: Literal["cfg", "np", "dns", "dnp", "auto-dnp", "cnp", "answer"] = "answer"
     guidance_scale: float = api.DEFAULT_GUIDANCE_SCALE
     dns_guidance_scale: float | None = None  # None = guidance_scale (METHODS.md: w_dns = w)
     guidance_rescale: float = Field(0.0, ge=0.0, le=1.0)
@@ -43,6 +65,10 @@ class JobConfig(_Strict):
     seeds: int = Field(1, ge=1)  # seeds 0..N-1 for every prompt without its own seed
     batch_size: int = Field(4, ge=1)
     answer: AnswerSettings = AnswerSettings()
+    dnp: DnpSettings = DnpSettings()
+    cnp: CnpSettings = CnpSettings()
+    captioner: CaptionerSettings = CaptionerSettings()
+    clip: ClipSettings = ClipSettings()
 
 
 def load_config(path: str | Path | None = None, **overrides) -> JobConfig:

@@ -65,3 +65,37 @@ def expand_samples(rows: list[dict], seeds: int) -> list[Sample]:
             seen.add(key)
             samples.append(Sample(key, row["prompt"], seed, row.get("negative_prompt")))
     return samples
+
+
+def read_negatives(path: str | Path, samples: list[Sample]) -> list[Sample]:
+    """Human DNP phase two: the samples with the negatives of an edited negatives file
+    (`{"id": KEY, "prompt": ..., "negative_prompt": ...}` per line). Its ids must be exactly the
+    samples' keys: unknown, missing and duplicate ids are errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"negatives file {path} does not exist")
+    by_key = {s.key: s for s in samples}
+    negatives: dict[str, str] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} line {n} is not valid JSON ({e.msg}): {line[:80]!r}") from None
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not isinstance(
+                row.get("negative_prompt"), str):
+            raise ValueError(f'{path} line {n}: each line needs a string "id" and a string "negative_prompt"')
+        key = row["id"]
+        if key in negatives:
+            raise ValueError(f"{path} line {n}: duplicate id {key!r}")
+        if key not in by_key:
+            raise ValueError(f"{path} line {n}: unknown id {key!r}: no such sample in the prompts file and seeds")
+        if "prompt" in row and row["prompt"] != by_key[key].prompt:
+            raise ValueError(f"{path} line {n}: id {key!r} has prompt {row['prompt']!r}, but the prompts file "
+                             f"says {by_key[key].prompt!r}")
+        negatives[key] = row["negative_prompt"]
+    missing = [s.key for s in samples if s.key not in negatives]
+    if missing:
+        raise ValueError(f"negatives file {path} has no line for {len(missing)} sample(s), e.g. {missing[0]!r}")
+    return [Sample(s.key, s.prompt, s.seed, negatives[s.key]) for s in samples]

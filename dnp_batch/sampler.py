@@ -116,6 +116,19 @@ def minichain_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(int(state) & (2**63 - 1))
 
 
+def dns_chain(denoise, scheduler, i, z, batch, w_dns, num_steps, first=None):
+    """§DNS for `num_steps` steps from (z, t_i) on a copy of the scheduler (never advancing the main
+    one), with noise from (seed, i). `first`: the (eps_∅, eps_p) pair already computed at (z, t_i).
+    Returns the chain's latents and its scheduler."""
+    chain = copy.deepcopy(scheduler)
+    kwargs = step_kwargs(chain, [minichain_generator(s, i) for s in batch.seeds])
+    ts = scheduler.timesteps
+    for j in range(num_steps):
+        pair = first if j == 0 and first is not None else denoise(chain, z, ts[i + j], [batch.null, batch.pos])
+        z = chain.step(guidance.dns(*pair, w_dns), ts[i + j], z, **kwargs, return_dict=False)[0]
+    return z, chain
+
+
 @dataclass
 class Answer:
     guidance_scale: float
@@ -133,19 +146,9 @@ class Answer:
         return _rescale(eps, eps_p, self.guidance_rescale)
 
     def negative(self, denoise, scheduler, i, z, eps_null, eps_p, k, batch):
-        """§ANSWER step 2: a K-step DNS mini-chain on a copy of the scheduler, then Normalize."""
-        chain = copy.deepcopy(scheduler)  # the main scheduler is never advanced
-        kwargs = step_kwargs(chain, [minichain_generator(s, i) for s in batch.seeds])
-        ts = scheduler.timesteps
-        z_neg = z
-        for j in range(k):
-            if j > 0:  # j = 0 reuses the main step's (eps_∅, eps_p)
-                eps_null_j, eps_p_j = denoise(chain, z_neg, ts[i + j], [batch.null, batch.pos])
-            else:
-                eps_null_j, eps_p_j = eps_null, eps_p
-            eps_dns = guidance.dns(eps_null_j, eps_p_j, self.dns_guidance_scale)
-            z_neg = chain.step(eps_dns, ts[i + j], z_neg, **kwargs, return_dict=False)[0]
-        t_end = ts[i + k]
+        """§ANSWER step 2: a K-step DNS mini-chain (its first step reuses the main pair), then Normalize."""
+        z_neg, chain = dns_chain(denoise, scheduler, i, z, batch, self.dns_guidance_scale, k, (eps_null, eps_p))
+        t_end = scheduler.timesteps[i + k]
         if self.negative_eps == "dns_guided":
             x = guidance.dns(*denoise(chain, z_neg, t_end, [batch.null, batch.pos]), self.dns_guidance_scale)
         elif self.negative_eps == "uncond":
@@ -153,6 +156,28 @@ class Answer:
         else:
             (x,) = denoise(chain, z_neg, t_end, [batch.pos])
         return guidance.normalize(x, eps_null, self.normalize)
+
+
+@dataclass
+class CNP:
+    """§CNP: every `every` steps, run DNS from z_{t_i} to the end, describe the result (decode +
+    caption + encode, done by `describe`), and use it as the negative until the next refresh."""
+
+    guidance_scale: float
+    dns_guidance_scale: float
+    every: int
+    describe: Callable[[torch.Tensor, int], Cond]  # (final DNS latents, step i) -> negative condition
+    guidance_rescale: float = 0.0
+    neg: Cond | None = None
+
+    def __call__(self, denoise, scheduler, i, t, z, batch):
+        if i % self.every == 0:
+            remaining = len(scheduler.timesteps) - i
+            z_dns, _ = dns_chain(denoise, scheduler, i, z, batch, self.dns_guidance_scale, remaining)
+            self.neg = self.describe(z_dns, i)
+        eps_n, eps_p = denoise(scheduler, z, t, [self.neg, batch.pos])
+        eps = guidance.negative_prompt_guidance(eps_n, eps_p, self.guidance_scale)
+        return _rescale(eps, eps_p, self.guidance_rescale)
 
 
 def step_kwargs(scheduler, generators: list[torch.Generator], eta: float = 0.0) -> dict:
@@ -259,3 +284,20 @@ def decode(pipe, latents: torch.Tensor, output_type: str = "pil"):
         image, nsfw = pipe.run_safety_checker(image, pipe._execution_device, latents.dtype)
         do_denormalize = None if nsfw is None else [not flagged for flagged in nsfw]
     return pipe.image_processor.postprocess(image, output_type=output_type, do_denormalize=do_denormalize)
+
+
+def negative_cond(pipe, texts: Sequence[str | None], null: Cond, height: int, width: int) -> Cond:
+    """Negative conditions per sample; a None text falls back to ∅ (no negative prompt)."""
+    idx = [j for j, text in enumerate(texts) if text is not None]
+    if not idx:
+        return null
+    encoded = encode_texts(pipe, [texts[j] for j in idx], height, width)
+    if len(idx) == len(texts):
+        return encoded
+    embeds = null.embeds.clone()
+    embeds[idx] = encoded.embeds
+    pooled = None
+    if null.pooled is not None:
+        pooled = null.pooled.clone()
+        pooled[idx] = encoded.pooled
+    return Cond(embeds, pooled, null.time_ids)

@@ -28,7 +28,9 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from .captioner import build_tiny_blip2
 from .models import quiet_progress_bars
+from .scoring import build_tiny_clip
 
 CACHE_VERSION = "v1"
 MODEL_MAX_LENGTH = 77
@@ -212,6 +214,8 @@ def _save_diffusers(make: Callable[[], object]) -> Callable[[Path], None]:
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "sdxl": _save_diffusers(sdxl_pipeline),
     "sd": _save_diffusers(sd_pipeline),
+    "blip2": build_tiny_blip2,
+    "clip": build_tiny_clip,
 }
 
 
@@ -268,12 +272,12 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
 def ensure_tiny(kind: str, cache_dir: str | os.PathLike | None = None) -> Path:
     """Return the cached tiny `kind` model dir, building it on first use (safe across processes)."""
     path = cache_root(cache_dir).absolute() / f"tiny-{kind}-{CACHE_VERSION}"
-    if (path / "model_index.json").exists():
+    if _is_nonempty_dir(path):  # builds land by rename, so a non-empty dir is complete
         return path
     try:
         return build_tiny(kind, path)
     except OSError:
-        if (path / "model_index.json").exists():  # another process won the race
+        if _is_nonempty_dir(path):  # another process won the race
             return path
         raise
 

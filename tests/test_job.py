@@ -39,6 +39,7 @@ def test_readme_quickstart_command(tmp_path):
         record = json.loads((out / f"{key}.json").read_text())
         assert record["id"] == key and record["method"] == "answer" and record["model"] == "tiny-sdxl"
         assert record["nfe"] == 120 and record["answer"]["k"] == 2 and record["num_inference_steps"] == 30
+        assert record["clip_score"] >= 0 and record["clip_model"] == "tiny-clip"
         assert Image.open(out / f"{key}.png").size == (64, 64)
     assert "wrote 4 samples" in proc.stdout
 
