@@ -68,6 +68,14 @@ def sample_id(prompt: str, seed: int, method: str, negative_prompt: str | None =
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
+def check_size(pipe, height, width) -> None:
+    """Image sizes the pipeline can make: positive multiples of its VAE factor (None = native)."""
+    f = pipe.vae_scale_factor
+    for name, v in (("height", height), ("width", width)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0 or v % f):
+            raise ValueError(f"{name} must be a positive multiple of the VAE factor {f}, got {v!r}")
+
+
 def _validate(pipe, prompts, seeds, method, negative_prompts, steps, height, width, output_type, ids, batch_size):
     if isinstance(prompts, str) or not isinstance(prompts, Sequence):
         raise ValueError("prompts must be a list of strings (wrap a single prompt in a list)")
@@ -96,10 +104,7 @@ def _validate(pipe, prompts, seeds, method, negative_prompts, steps, height, wid
         raise ValueError(f"negative_prompts only apply to methods {NEGATIVE_METHODS}, not {method!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"num_inference_steps must be an integer >= 1, got {steps!r}")
-    f = pipe.vae_scale_factor
-    for name, v in (("height", height), ("width", width)):
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0 or v % f:
-            raise ValueError(f"{name} must be a positive multiple of the VAE factor {f}, got {v!r}")
+    check_size(pipe, height, width)
     _check_choice("output_type", output_type, OUTPUT_TYPES)
     if ids is not None and len(ids) != len(prompts):
         raise ValueError(f"ids has {len(ids)} entries but prompts has {len(prompts)}")

@@ -167,6 +167,13 @@ def _check_blip2_dir(path: Path) -> None:
         raise ValueError(f"{path} is not a BLIP-2 model: config.json has model_type {model_type!r}; {expected}")
 
 
+def check_captioner_source(id_or_dir: str | os.PathLike) -> None:
+    """Cheap check before any load: an existing local path must be a BLIP-2 model dir."""
+    path = Path(id_or_dir).expanduser()
+    if path.exists():
+        _check_blip2_dir(path)
+
+
 class Captioner:
     """Batched greedy BLIP-2 captions for PIL images; optionally conditioned on a text `prompt`."""
 

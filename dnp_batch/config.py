@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError
 
 from . import api
 
@@ -48,6 +48,27 @@ class CnpSettings(_Strict):
     every: int = Field(1, ge=1)  # refresh the negative every N steps (1 = the paper's CNP)
 
 
+class StageResources(_Strict):
+    """What one Ray actor (or task) of a stage asks for; `actors` actors per stage."""
+
+    actors: int = Field(1, ge=1)
+    num_gpus: float = Field(0.0, ge=0.0)  # fractions let two stages share a GPU
+    num_cpus: float = Field(0.5, gt=0.0)
+
+
+class StagesSettings(_Strict):
+    generate: StageResources = StageResources()
+    dns_caption: StageResources = StageResources()  # auto-dnp's first stage
+    score: StageResources = StageResources(num_cpus=0.25)
+    write: StageResources = StageResources(num_cpus=0.25)
+
+
+class OutputSettings(_Strict):
+    image_format: Literal["png", "jpg", "webp"] = "png"
+    quality: int = Field(95, ge=1, le=100)  # jpg/webp
+    samples_per_shard: int = Field(100, ge=1)
+
+
 class JobConfig(_Strict):
     """Built-in defaults: METHODS.md's hyperparameters on the tiny SDXL model (no downloads)."""
 
@@ -62,17 +83,33 @@ class JobConfig(_Strict):
     steps: int = Field(api.DEFAULT_STEPS, ge=1)
     height: int | None = None  # None = the model's native size
     width: int | None = None
-    seeds: int = Field(1, ge=1)  # seeds 0..N-1 for every prompt without its own seed
+    seeds: PositiveInt | list[NonNegativeInt] = 1  # N: seeds 0..N-1; a list: those seeds (rows' own win)
     batch_size: int = Field(4, ge=1)
+    cpu_threads: int = Field(1, ge=1)  # torch threads per stage on CPU: fixed, so bytes don't depend on placement
     answer: AnswerSettings = AnswerSettings()
     dnp: DnpSettings = DnpSettings()
     cnp: CnpSettings = CnpSettings()
     captioner: CaptionerSettings = CaptionerSettings()
     clip: ClipSettings = ClipSettings()
+    output: OutputSettings = OutputSettings()
+    stages: StagesSettings = StagesSettings()
 
 
-def load_config(path: str | Path | None = None, **overrides) -> JobConfig:
-    """Read a YAML config (or the built-in defaults) and apply overrides whose value is not None."""
+def parse_override(text: str) -> tuple[list[str], object]:
+    """`answer.k=3` -> (["answer", "k"], 3); the value is read as YAML (numbers, bools, lists, null)."""
+    path, sep, value = text.partition("=")
+    if not sep or not path.strip():
+        raise ValueError(f"--set {text!r}: expected KEY=VALUE, e.g. --set answer.k=3")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return path.strip().split("."), parsed
+
+
+def load_config(path: str | Path | None = None, sets: list[str] = (), **overrides) -> JobConfig:
+    """Read a YAML config (or the built-in defaults), apply `--set KEY=VALUE` overrides, then the
+    keyword overrides whose value is not None. Unknown keys are errors naming the key."""
     data: dict = {}
     if path is not None:
         path = Path(path)
@@ -84,7 +121,22 @@ def load_config(path: str | Path | None = None, **overrides) -> JobConfig:
             raise ValueError(f"config file {path} is not valid YAML: {e}") from None
         if not isinstance(data, dict):
             raise ValueError(f"config file {path} must hold a mapping of settings, got {type(data).__name__}")
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    for text in sets:
+        keys, value = parse_override(text)
+        node = data
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"--set {text!r}: {key} is not a section")
+            node = child
+        node[keys[-1]] = value
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            data[key] = {**data.get(key, {}), **value}
+        else:
+            data[key] = value
     try:
         return JobConfig(**data)
     except ValidationError as e:

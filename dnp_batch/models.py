@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,6 +90,34 @@ def _from_pretrained(source: str, dtype: torch.dtype) -> DiffusionPipeline:
         return DiffusionPipeline.from_pretrained(source, use_safetensors=True, **{_DTYPE_KWARG: dtype})
 
 
+def check_pipeline_source(id_or_dir: str | os.PathLike) -> None:
+    """Cheap check before any load: an existing local path must be a diffusers pipeline dir."""
+    path = Path(id_or_dir).expanduser()
+    if path.exists() and not (path / "model_index.json").is_file():
+        raise ValueError(
+            f"{path} is not a diffusers pipeline directory (no model_index.json); "
+            "build a tiny one with `python -m dnp_batch.tiny --kind sdxl --out DIR`"
+        )
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape the numbers, for records and manifests."""
+    names = ("dnp_batch", "torch", "diffusers", "transformers", "open_clip_torch", "ray")
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def model_revision(source: str) -> str | None:
+    """The hub snapshot (commit hash) a loaded model came from, when its path shows one."""
+    parts = Path(source).parts
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
+
+
 def load_pipeline(
     id_or_dir: str | os.PathLike,
     dtype: torch.dtype | str = torch.float32,
@@ -101,11 +130,7 @@ def load_pipeline(
         raise ValueError(f"unknown scheduler {scheduler!r}; known: {', '.join(SCHEDULERS)}")
     path = Path(id_or_dir).expanduser()
     if path.exists():
-        if not (path / "model_index.json").is_file():
-            raise ValueError(
-                f"{path} is not a diffusers pipeline directory (no model_index.json); "
-                "build a tiny one with `python -m dnp_batch.tiny --kind sdxl --out DIR`"
-            )
+        check_pipeline_source(path)
         source = str(path)
         pipe = _from_pretrained(source, torch_dtype)
     else:

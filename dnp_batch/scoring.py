@@ -95,6 +95,11 @@ def _resolve_source(model: str | os.PathLike, pretrained: str | None) -> tuple[s
     return text, text, pretrained or None
 
 
+def check_clip_source(model: str | os.PathLike, pretrained: str | None = None) -> None:
+    """Cheap check before any load: a known open_clip name and tag, or an open_clip model dir."""
+    _resolve_source(model, pretrained)
+
+
 def _check_images(images: Sequence[Image.Image]) -> None:
     for i, image in enumerate(images):
         if not isinstance(image, Image.Image):

@@ -1,54 +1,205 @@
-"""Results out: one image and one JSON record per sample, each file written whole or not at all."""
+"""Results out, through fsspec: WebDataset shards, a Parquet index, and a run manifest.
+
+Layout of OUT (any fsspec URL):
+    shard-00000.tar ...   KEY.png|jpg|webp, KEY.json, KEY.txt, KEY.dns.png per sample
+    index/shard-00000.parquet ...   one row per sample of the shard (failed samples too)
+    index.parquet         all rows, rebuilt at the end of every run
+    manifest.json         config, prompt-set digest, shard plan, versions, counts
+A file appears under its final name only once it is whole (temp name under `_tmp/`, then a
+move), and a shard counts as done only when its tar exists, so readers never see half a shard.
+"""
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
-from pathlib import Path
+import tarfile
+import uuid
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+INDEX_COLUMNS = ("key", "shard", "status", "error", "prompt", "seed", "method", "clip_score", "record")
+MANIFEST = "manifest.json"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same directory, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-class DirSink:
-    """`OUT/KEY.png` + `OUT/KEY.json` per sample, and `OUT/KEY.dns.png` where a DNS image exists."""
-
-    def __init__(self, out_dir: str | Path):
-        self.out_dir = Path(out_dir)
-
-    def _ensure_dir(self) -> None:
-        try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ValueError(f"--out {self.out_dir} cannot be created: {e.strerror}") from None
-
-    def write(self, key: str, image, record: dict, dns_image=None) -> None:
-        self._ensure_dir()
-        if dns_image is not None:
-            _write_atomic(self.out_dir / f"{key}.dns.png", _png(dns_image))
-        _write_atomic(self.out_dir / f"{key}.png", _png(image))
-        text = json.dumps(record, indent=1, ensure_ascii=False, default=str)
-        _write_atomic(self.out_dir / f"{key}.json", text.encode())
-
-    def write_jsonl(self, name: str, rows: list[dict]) -> Path:
-        self._ensure_dir()
-        path = self.out_dir / name
-        _write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
-        return path
-
-
-def _png(image) -> bytes:
+def encode_image(image, fmt: str = "png", quality: int = 95) -> bytes:
+    """PIL image -> PNG / JPEG / WebP bytes."""
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
+    if fmt == "png":
+        image.save(buf, format="PNG")
+    elif fmt == "jpg":
+        image.convert("RGB").save(buf, format="JPEG", quality=quality)
+    elif fmt == "webp":
+        image.save(buf, format="WEBP", quality=quality)
+    else:
+        raise ValueError(f"output.image_format must be png, jpg or webp, got {fmt!r}")
+    return buf.getvalue()
+
+
+def record_json(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False, sort_keys=True, default=str)
+
+
+class ShardSink:
+    """Writes and finds shards under an fsspec URL."""
+
+    def __init__(self, url: str):
+        self.url = url
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(url)
+        except (ValueError, ImportError) as e:
+            raise ValueError(f"--out {url} is not a usable fsspec URL: {e}") from None
+        self.root = self.root.rstrip("/") or "/"
+
+    @property
+    def is_local(self) -> bool:
+        """Storage that only this machine (or process) sees: a local path or memory://."""
+        protocol = self.fs.protocol
+        return bool({"file", "local", "memory"} & set([protocol] if isinstance(protocol, str) else protocol))
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    @staticmethod
+    def shard_name(shard: int) -> str:
+        return f"shard-{shard:05d}.tar"
+
+    def check_writable(self) -> None:
+        """Write and remove a probe file (and OUT, if it did not exist), so an unwritable --out
+        fails before any work and a check leaves nothing behind."""
+        existed = self.fs.exists(self.root)
+        probe = self.path(f".probe-{uuid.uuid4().hex}")
+        try:
+            self.fs.makedirs(self.root, exist_ok=True)
+            with self.fs.open(probe, "wb") as f:
+                f.write(b"ok")
+            self.fs.rm(probe)
+            if not existed:
+                self.fs.rm(self.root, recursive=True)
+        except (OSError, PermissionError) as e:
+            raise ValueError(f"--out {self.url} is not writable: {e}") from None
+
+    def remove_if_unstarted(self, existed: bool) -> None:
+        """After a run that failed before writing any shard: leave OUT as it was found."""
+        if self.done_shards():
+            return
+        for pattern in (MANIFEST, "_tmp", "index"):
+            for path in self.fs.glob(self.path(pattern)):
+                self.fs.rm(path, recursive=True)
+        if not existed and self.fs.exists(self.root) and not self.fs.ls(self.root, detail=False):
+            self.fs.rm(self.root, recursive=True)
+
+    def put(self, name: str, data: bytes) -> None:
+        """Write OUT/name whole or not at all (temp file under `_tmp/`, then a move)."""
+        tmp = self.path("_tmp", f"{uuid.uuid4().hex}-{name.replace('/', '_')}")
+        self.fs.makedirs(self.path("_tmp"), exist_ok=True)
+        with self.fs.open(tmp, "wb") as f:
+            f.write(data)
+        final = self.path(name)
+        parent = final.rsplit("/", 1)[0]
+        self.fs.makedirs(parent, exist_ok=True)
+        self.fs.mv(tmp, final)
+
+    def read_manifest(self) -> dict | None:
+        path = self.path(MANIFEST)
+        if not self.fs.exists(path):
+            return None
+        with self.fs.open(path, "rb") as f:
+            return json.loads(f.read())
+
+    def write_manifest(self, manifest: dict) -> None:
+        self.put(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True, default=str).encode())
+
+    def has_foreign_files(self) -> bool:
+        """OUT holds files that this sink did not write (then a new run refuses to start there)."""
+        if not self.fs.exists(self.root):
+            return False
+        ours = {MANIFEST, "index.parquet", "index", "_tmp", "negatives.jsonl"}
+        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)]
+        return any(n not in ours and not (n.startswith("shard-") and n.endswith(".tar")) for n in names)
+
+    def done_shards(self) -> set[int]:
+        """Shards whose tar and index both exist (the tar is moved into place last)."""
+        tars = self.fs.glob(self.path("shard-*.tar"))
+        done = set()
+        for tar in tars:
+            shard = int(tar.rsplit("shard-", 1)[1].split(".")[0])
+            if self.fs.exists(self.path("index", f"shard-{shard:05d}.parquet")):
+                done.add(shard)
+        return done
+
+    def clear(self) -> None:
+        """Remove everything this sink writes (for --overwrite)."""
+        for pattern in ("shard-*.tar", "index", "index.parquet", MANIFEST, "_tmp", "negatives.jsonl"):
+            for path in self.fs.glob(self.path(pattern)):
+                self.fs.rm(path, recursive=True)
+
+    def write_shard(self, shard: int, items: list[dict], image_ext: str) -> None:
+        """`items`: dicts with key, record, and for successes image (bytes), dns_image (bytes|None);
+        failures carry `error` instead. Writes the shard's index, then its tar."""
+        rows = [index_row(shard, item) for item in items]
+        table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        self.put(f"index/shard-{shard:05d}.parquet", buf.getvalue())
+        self.put(self.shard_name(shard), shard_tar(items, image_ext))
+
+    def write_index(self) -> pa.Table:
+        """Concatenate the per-shard indexes of all done shards into `index.parquet`."""
+        tables = []
+        for shard in sorted(self.done_shards()):
+            with self.fs.open(self.path("index", f"shard-{shard:05d}.parquet"), "rb") as f:
+                tables.append(pq.read_table(f))
+        table = pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        self.put("index.parquet", buf.getvalue())
+        return table
+
+    def finish(self) -> None:
+        """Remove the temp area once a run is over."""
+        if self.fs.exists(self.path("_tmp")):
+            self.fs.rm(self.path("_tmp"), recursive=True)
+
+
+INDEX_SCHEMA = pa.schema([
+    ("key", pa.string()), ("shard", pa.int64()), ("status", pa.string()), ("error", pa.string()),
+    ("prompt", pa.string()), ("seed", pa.int64()), ("method", pa.string()), ("clip_score", pa.float64()),
+    ("record", pa.string()),
+])
+
+
+def index_row(shard: int, item: dict) -> dict:
+    record = item["record"]
+    return {
+        "key": item["key"],
+        "shard": shard,
+        "status": "failed" if item.get("error") else "ok",
+        "error": item.get("error"),
+        "prompt": record.get("prompt"),
+        "seed": record.get("seed"),
+        "method": record.get("method"),
+        "clip_score": record.get("clip_score"),
+        "record": record_json(record),
+    }
+
+
+def shard_tar(items: list[dict], image_ext: str) -> bytes:
+    """A WebDataset tar: members `KEY.EXT` grouped by sample, in the items' order, fixed mtime."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for item in items:
+            if item.get("error"):
+                continue
+            key, record = item["key"], item["record"]
+            members = [(image_ext, item["image"]), ("json", record_json(record).encode()),
+                       ("txt", record["prompt"].encode())]
+            if item.get("dns_image") is not None:
+                members.append((f"dns.{image_ext}", item["dns_image"]))
+            for ext, data in members:
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size, info.mtime, info.mode = len(data), 0, 0o644
+                tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()

@@ -1,73 +1,71 @@
-"""Generate a dataset: prompts file + config -> one image and one JSON record per sample.
+"""Generate a scored WebDataset: prompts file + config -> shards of images with JSON records.
 
     python jobs/generate.py --prompts examples/prompts.jsonl --out out/
+    ray job submit -- python jobs/generate.py --prompts parti.tsv --config configs/sdxl-answer.yaml --out s3://bucket/run
 
-With no --config the job runs on built-in defaults: method `answer` on a tiny SDXL model, with a
-tiny BLIP-2 captioner (auto-dnp, cnp) and a tiny CLIP scorer, all built on first use (no
-downloads). Human DNP runs in two phases: `--method dns` writes the DNS images and
-OUT/negatives.jsonl; edit its negative prompts, then rerun with `--negatives OUT/negatives.jsonl`.
+Runs on Ray Data: the cluster named by RAY_ADDRESS (or the job's own, under `ray job submit`),
+else a private local Ray instance. With no --config it runs on built-in defaults: method `answer`
+on a tiny SDXL model, with a tiny BLIP-2 captioner (auto-dnp, cnp) and a tiny CLIP scorer, all
+built on first use (no downloads). A rerun into the same --out resumes: it generates only the
+shards not yet written. Human DNP: `--method dns` writes the DNS images and OUT/negatives.jsonl;
+fill in its negative prompts, then rerun with `--negatives FILE` into another --out.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
 import sys
-import time
 
 from dnp_batch.api import METHODS
 from dnp_batch.config import load_config
-from dnp_batch.prompts import expand_samples, read_negatives, read_prompts
-from dnp_batch.sink import DirSink
-from dnp_batch.stages import GenerationStage, ScoringStage, check_samples
+from dnp_batch.dag import run_ray
+from dnp_batch.job import run, run_local
+from dnp_batch.prompts import expand_samples, parse_seeds, read_negatives, read_prompts
+from dnp_batch.sink import ShardSink
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--prompts", required=True, help="JSONL ({'prompt': ..., 'id'?, 'negative_prompt'?, 'seed'?}) or TXT")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--prompts", required=True, help="JSONL, TXT, CSV/TSV (PartiPrompts, DrawBench) or Parquet")
+    p.add_argument("--out", required=True, help="output directory or fsspec URL (memory://, s3://, gs://)")
     p.add_argument("--config", help="YAML config (see configs/); default: built-in tiny-model defaults")
     p.add_argument("--method", choices=METHODS, help="overrides the config's method")
-    p.add_argument("--seeds", type=int, help="seeds 0..N-1 for every prompt without its own seed")
+    p.add_argument("--seeds", type=parse_seeds, help="a count N (seeds 0..N-1) or a list like 0,5,9")
+    p.add_argument("--samples-per-shard", type=int, help="overrides output.samples_per_shard")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set answer.k=3 (repeatable)")
     p.add_argument("--negatives", help="human DNP phase two: the edited negatives.jsonl of a `--method dns` run")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="require a run in --out to resume")
+    mode.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    p.add_argument("--distributor", choices=["ray", "local"], default="ray",
+                   help="ray (default): Ray Data actor pools; local: every stage in this process")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    t0 = time.perf_counter()
     try:
         method = args.method or ("dnp" if args.negatives else None)
-        cfg = load_config(args.config, method=method, seeds=args.seeds)
+        output = {"samples_per_shard": args.samples_per_shard} if args.samples_per_shard else None
+        cfg = load_config(args.config, sets=args.set, method=method, seeds=args.seeds, output=output)
         if args.negatives and cfg.method != "dnp":
             raise ValueError(f"--negatives is for method dnp (human DNP phase two), not {cfg.method!r}")
         samples = expand_samples(read_prompts(args.prompts), cfg.seeds)
         if args.negatives:
             samples = read_negatives(args.negatives, samples)
-        check_samples(cfg, samples)
-        stage = GenerationStage(cfg)
-        score = ScoringStage(cfg) if cfg.clip.model else None
-        sink = DirSink(args.out)
-        scores = []
-        for start in range(0, len(samples), cfg.batch_size):
-            results = stage(samples[start:start + cfg.batch_size])
-            if score is not None:
-                score(results)
-            for r in results:
-                sink.write(r.sample.key, r.image, r.record, r.dns_image)
-                scores.append(r.record.get("clip_score"))
-            print(f"{min(start + cfg.batch_size, len(samples))}/{len(samples)} samples", file=sys.stderr)
+        distributor = run_ray if args.distributor == "ray" else run_local
+        summary = run(cfg, samples, args.out, distributor, resume=args.resume, overwrite=args.overwrite)
         if cfg.method == "dns":
-            path = sink.write_jsonl("negatives.jsonl", [
-                {"id": s.key, "prompt": s.prompt, "negative_prompt": ""} for s in samples])
-            print(f"human DNP phase one: write a negative prompt for each DNS image in {path}, then rerun "
-                  f"with --negatives {path}")
+            rows = [{"id": s.key, "prompt": s.prompt, "negative_prompt": ""} for s in samples]
+            ShardSink(args.out).put("negatives.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+            print(f"human DNP phase one: write a negative prompt for each DNS image into "
+                  f"{args.out.rstrip('/')}/negatives.jsonl, then rerun with --negatives", file=sys.stderr)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    seconds = time.perf_counter() - t0
-    clip = f", mean CLIP score {statistics.fmean(scores):.2f}" if score is not None else ""
-    print(f"wrote {len(samples)} samples ({cfg.method}, {cfg.model}) to {args.out} in {seconds:.1f} s{clip}")
+    print(f"{cfg.method}: {summary.line(cfg.method)} -> {args.out}")
     return 0
 
 

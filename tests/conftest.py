@@ -46,3 +46,15 @@ def tiny_sdxl(tiny_sdxl_dir):
 def tiny_sd(tiny_sd_dir):
     """A fresh tiny SD1.5-style pipeline per test, so tests may swap its scheduler."""
     return load_pipeline(tiny_sd_dir)
+
+
+@pytest.fixture(scope="session")
+def ray_env():
+    """Environment for a job or cluster on loopback, with Ray's files in a short temp dir (unix
+    socket paths must stay short) that is removed afterwards."""
+    tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_TMPDIR=tmp, RAY_AUTH_MODE="disabled", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+               RAY_USAGE_STATS_ENABLED="0")
+    yield env
+    shutil.rmtree(tmp, ignore_errors=True)

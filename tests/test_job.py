@@ -1,70 +1,83 @@
-"""jobs/generate.py end to end: the README quick-start, configs, determinism, bad input."""
+"""jobs/generate.py end to end: the README quick-start on Ray, configs, determinism, bad input."""
 
-import importlib.util
+import io
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-JOB = REPO / "jobs" / "generate.py"
+from jobutil import EXAMPLE_KEYS, FAST, PROMPTS, REPO, index, read_run, records, run_job
 
 
-def load_job():
-    spec = importlib.util.spec_from_file_location("generate_job", JOB)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_job(*args) -> int:
-    return load_job().main([str(a) for a in args])
-
-
-def test_readme_quickstart_command(tmp_path):
-    """The README's main-job command, as a user runs it, on the built-in defaults."""
+def test_readme_quickstart_command_runs_on_local_ray(tmp_path, ray_env):
+    """The README's main-job command, as a user runs it: built-in defaults, embedded local Ray."""
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "jobs/generate.py", "--prompts", "examples/prompts.jsonl", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, env=dict(os.environ), timeout=600,
+        cwd=REPO, capture_output=True, text=True, env=ray_env, timeout=600,
     )
-    assert proc.returncode == 0, proc.stderr
-    keys = sorted(p.stem for p in out.glob("*.png"))
-    assert keys == ["astronaut_0", "city_0", "fox_0", "teapot_0"]
-    for key in keys:
-        record = json.loads((out / f"{key}.json").read_text())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    samples = read_run(out)
+    assert sorted(samples) == EXAMPLE_KEYS
+    for key, files in samples.items():
+        assert sorted(files) == ["json", "png", "txt"]
+        record = json.loads(files["json"])
         assert record["id"] == key and record["method"] == "answer" and record["model"] == "tiny-sdxl"
         assert record["nfe"] == 120 and record["answer"]["k"] == 2 and record["num_inference_steps"] == 30
         assert record["clip_score"] >= 0 and record["clip_model"] == "tiny-clip"
-        assert Image.open(out / f"{key}.png").size == (64, 64)
-    assert "wrote 4 samples" in proc.stdout
+        assert record["versions"]["torch"] and record["versions"]["diffusers"] and record["status"] == "ok"
+        assert files["txt"].decode() == record["prompt"]
+        assert Image.open(io.BytesIO(files["png"])).size == (64, 64)
+    assert sorted(r["key"] for r in index(out)) == EXAMPLE_KEYS
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["counts"]["ok"] == 4
+    assert "answer: 4 samples (0 failed) in 1 shards" in proc.stdout and "samples/s" in proc.stdout
+    assert "mean CLIP score (answer)" in proc.stdout
+    assert "shard 00000 written" in proc.stderr  # progress while it runs
 
 
-def test_config_method_and_seeds_and_byte_determinism(tmp_path):
+def test_config_method_seeds_and_byte_determinism(tmp_path):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "a cat"}\n\n{"prompt": "a dog", "id": "dog"}\n')
-    args = ["--prompts", prompts, "--config", REPO / "configs/tiny-sd.yaml", "--method", "cfg", "--seeds", 2]
+    args = ["--prompts", prompts, "--config", FAST, "--method", "cfg", "--seeds", 2, "--samples-per-shard", 3]
     assert run_job(*args, "--out", tmp_path / "a") == 0
     assert run_job(*args, "--out", tmp_path / "b") == 0
-    files = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert len(files) == 8 and "dog_1.png" in files
-    for name in files:
-        if name.endswith(".png"):
-            assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    record = json.loads((tmp_path / "a" / "dog_1.json").read_text())
+    a, b = read_run(tmp_path / "a"), read_run(tmp_path / "b")
+    assert len(a) == 4 and "dog_1" in a and len(list((tmp_path / "a").glob("shard-*.tar"))) == 2
+    assert {k: v["png"] for k, v in a.items()} == {k: v["png"] for k, v in b.items()}
+    record = json.loads(a["dog_1"]["json"])
     assert record["method"] == "cfg" and record["seed"] == 1 and record["scheduler"] == "DDIMScheduler"
+
+
+def test_seed_list_and_set_overrides_and_jpeg(tmp_path):
+    out = tmp_path / "o"
+    assert run_job("--prompts", PROMPTS, "--config", FAST, "--seeds", "0,7", "--set", "answer.k=3",
+                   "--set", "output.image_format=jpg", "--out", out) == 0
+    samples = read_run(out)
+    assert sorted(samples) == sorted(f"{k[:-2]}_{s}" for k in EXAMPLE_KEYS for s in (0, 7))
+    record = json.loads(samples["fox_7"]["json"])
+    assert record["answer"]["k"] == 3 and record["seed"] == 7
+    assert Image.open(io.BytesIO(samples["fox_7"]["jpg"])).format == "JPEG"
 
 
 def test_np_reads_negatives_from_the_prompts_file(tmp_path):
     prompts = tmp_path / "p.jsonl"
-    prompts.write_text('{"id": "a", "prompt": "a cat", "negative_prompt": "a dog"}\n')
-    assert run_job("--prompts", prompts, "--config", REPO / "configs/tiny-sd.yaml", "--method", "np",
-                   "--out", tmp_path / "o") == 0
-    assert json.loads((tmp_path / "o" / "a_0.json").read_text())["negative_prompt"] == "a dog"
+    prompts.write_text('{"id": "a", "prompt": "a cat", "negative_prompt": "a dog", "style": "photo"}\n')
+    assert run_job("--prompts", prompts, "--config", FAST, "--method", "np", "--out", tmp_path / "o") == 0
+    record = records(tmp_path / "o")["a_0"]
+    assert record["negative_prompt"] == "a dog" and record["metadata"] == {"style": "photo"}
+
+
+def test_memory_url_output(tmp_path):
+    import fsspec
+
+    assert run_job("--prompts", PROMPTS, "--config", FAST, "--out", "memory://dnp-test/run") == 0
+    fs = fsspec.filesystem("memory")
+    assert fs.exists("/dnp-test/run/shard-00000.tar") and fs.exists("/dnp-test/run/index.parquet")
+    fs.rm("/dnp-test", recursive=True)
 
 
 @pytest.mark.parametrize(
@@ -76,9 +89,11 @@ def test_np_reads_negatives_from_the_prompts_file(tmp_path):
         ('{"prompt": "a", "id": "x"}\n{"prompt": "b", "id": "x"}\n', [], "duplicate sample 'x_0'"),
         ('{"prompt": "a", "id": "x.y"}\n', [], "prompt id 'x.y' may only hold"),
         ('{"prompt": "a"}\n', ["--method", "np"], "needs a negative_prompt for every prompt"),
+        ('{"prompt": "a"}\n', ["--set", "answer.kk=3"], "answer.kk: Extra inputs are not permitted"),
+        ('{"prompt": "a"}\n', ["--set", "nonsense"], "expected KEY=VALUE"),
     ],
 )
-def test_bad_prompts_write_nothing(tmp_path, capsys, prompts_text, extra, message):
+def test_bad_input_writes_nothing(tmp_path, capsys, prompts_text, extra, message):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(prompts_text)
     out = tmp_path / "out"
@@ -105,7 +120,7 @@ def test_missing_prompts_file(tmp_path, capsys):
 def test_bad_config_writes_nothing(tmp_path, capsys, config_text, message):
     config = tmp_path / "c.yaml"
     config.write_text(config_text)
-    assert run_job("--prompts", REPO / "examples/prompts.jsonl", "--config", config, "--out", tmp_path / "o") == 2
+    assert run_job("--prompts", PROMPTS, "--config", config, "--out", tmp_path / "o") == 2
     err = capsys.readouterr().err
     assert message in err and str(config) in err
     assert not (tmp_path / "o").exists()
@@ -115,7 +130,7 @@ def test_model_dir_that_is_not_a_pipeline_writes_nothing(tmp_path, capsys):
     (tmp_path / "model").mkdir()
     config = tmp_path / "c.yaml"
     config.write_text(f"model: {tmp_path / 'model'}\n")
-    assert run_job("--prompts", REPO / "examples/prompts.jsonl", "--config", config, "--out", tmp_path / "o") == 2
+    assert run_job("--prompts", PROMPTS, "--config", config, "--out", tmp_path / "o") == 2
     assert "is not a diffusers pipeline directory" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -123,6 +138,21 @@ def test_model_dir_that_is_not_a_pipeline_writes_nothing(tmp_path, capsys):
 def test_bad_size_for_the_model_writes_nothing(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("model: tiny-sd\nheight: 60\nwidth: 64\nsteps: 2\n")
-    assert run_job("--prompts", REPO / "examples/prompts.jsonl", "--config", config, "--out", tmp_path / "o") == 2
+    assert run_job("--prompts", PROMPTS, "--config", config, "--out", tmp_path / "o") == 2
     assert "height must be a positive multiple of the VAE factor 8" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_unwritable_out_is_refused(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert run_job("--prompts", PROMPTS, "--config", FAST, "--out", blocker / "out") == 2
+    assert f"--out {blocker / 'out'} is not writable" in capsys.readouterr().err
+
+
+def test_out_with_foreign_files_is_refused(tmp_path, capsys):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "thesis.pdf").write_text("precious")
+    assert run_job("--prompts", PROMPTS, "--config", FAST, "--out", tmp_path / "o") == 2
+    assert "is not empty and holds no dnp_batch run" in capsys.readouterr().err
+    assert os.listdir(tmp_path / "o") == ["thesis.pdf"]

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from jobutil import read_run
+
 from dnp_batch import load_pipeline
 from dnp_batch.tiny import ensure_tiny
 
@@ -24,18 +26,18 @@ def test_quickstart_install_and_test_commands_are_what_ci_runs():
     assert job == "python jobs/generate.py --prompts examples/prompts.jsonl --out out/"  # run by test_job.py
 
 
-def test_every_other_bash_command_runs(tmp_path):
+def test_every_other_bash_command_runs(tmp_path, ray_env):
     """Every command after the quick-start, run in order as written, with its out dirs in tmp."""
     for block in blocks("bash")[1:]:
         for line in block.strip().splitlines():
             assert line.startswith("python jobs/generate.py "), f"no test runs this README command: {line}"
             cmd = re.sub(r"\b(out-[a-z]+)/", lambda m: f"{tmp_path / m.group(1)}/", line)
             cmd = cmd.replace("python ", f"{sys.executable} ", 1)
-            proc = subprocess.run(cmd, shell=True, cwd=REPO, capture_output=True, text=True, timeout=600)
-            assert proc.returncode == 0, (line, proc.stderr)
-    assert len(list((tmp_path / "out-sd").glob("*.png"))) == 8
-    assert len(list((tmp_path / "out-auto").glob("*.dns.png"))) == 4
-    assert len(list((tmp_path / "out-dnp").glob("*.json"))) == 4
+            proc = subprocess.run(cmd, shell=True, cwd=REPO, capture_output=True, text=True, timeout=600, env=ray_env)
+            assert proc.returncode == 0, (line, proc.stderr[-3000:])
+    assert len(read_run(tmp_path / "out-sd")) == 8
+    assert all("dns.png" in files for files in read_run(tmp_path / "out-auto").values())
+    assert len(read_run(tmp_path / "out-dnp")) == 4
 
 
 def test_library_example_runs_on_the_tiny_model(tmp_path, monkeypatch):

@@ -1,0 +1,60 @@
+"""The Ray distributor: the stages as a streaming chain of Ray Data actor pools.
+
+The only module of the package that imports `ray`. Each stage class becomes `Dataset.map` over an
+`ActorPoolStrategy` of `actors` actors, each asking for the stage's `num_gpus`/`num_cpus`, so a
+model is loaded once per actor. Rows are whole shards, so batches are cut the same way as in
+process. Ray Data restarts actors that die (system failures); a sample that raises is handled
+inside the stage (marked failed, the shard goes on).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import ray
+import ray.data
+
+from .config import JobConfig
+from .stages import StageSpec
+
+LOCAL_RAY_ENV = {
+    "RAY_AUTH_MODE": "disabled",  # a private local instance needs no token (else ~/.ray/auth_token)
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # bind 127.0.0.1, not the machine's external address
+}
+
+
+def init_ray() -> bool:
+    """Join the cluster named by RAY_ADDRESS (set under `ray job submit`), else start a private
+    local instance on loopback. Returns whether this call started Ray (and should shut it down)."""
+    if ray.is_initialized():
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+        return True
+    for key, value in LOCAL_RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True,
+             _temp_dir=os.environ.get("RAY_TMPDIR"))
+    return True
+
+
+def build_dataset(specs: list[StageSpec], rows: list[dict], cfg: JobConfig, out: str) -> "ray.data.Dataset":
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
+    for spec in specs:
+        r = spec.resources
+        ds = ds.map(spec.cls, fn_constructor_args=(cfg, out), compute=ray.data.ActorPoolStrategy(size=r.actors),
+                    num_gpus=r.num_gpus or None, num_cpus=r.num_cpus)
+    return ds
+
+
+def run_ray(specs: list[StageSpec], rows: list[dict], cfg: JobConfig, out: str) -> Iterator[dict]:
+    """The Ray distributor (same signature as `job.run_local`): yields each shard's last row."""
+    if not rows:
+        return
+    started = init_ray()
+    try:
+        yield from build_dataset(specs, rows, cfg, out).iter_rows()
+    finally:
+        if started:
+            ray.shutdown()
