@@ -1,0 +1,299 @@
+"""What the Ray pipeline costs: the job's throughput against a bare diffusers loop, and the driver's
+peak memory when a long prompt file is streamed through Ray Data.
+
+    python bench/pipeline.py [--config configs/tiny-sd.yaml] [--method cfg] [--samples 16]
+                             [--prompt-counts 2000,20000]
+
+1. Throughput, on the tiny SD model by default. `ray_job` is `dnp_batch.job.run` with the Ray
+   distributor on a fresh private local Ray instance; its wall time covers everything: Ray's
+   start-up, the stage actors' start-up and model loads, generation, PNG encoding and writing the
+   shards. `ray_job_steady` is the rate after the first shard is written (shards after the first,
+   over the time from the first to the last), i.e. without the start-up. `bare_diffusers` loads the
+   same pipeline in this process (the load is not timed) and calls `pipe(prompt=p, ...)` once per
+   sample, PNG-encoding each image, with the same torch thread count as the stages. CLIP scoring
+   is off in the job unless `--clip` is given, so both sides do the same work; with a method other
+   than cfg the bare loop is still plain CFG, and the ratio includes the method's own cost.
+2. Memory: for each prompt count, a fresh subprocess writes a TXT prompts file, reads it
+   (`read_prompts` + `expand_samples`), plans shards, builds the shard rows (`new_row`) and streams
+   them through a trivial `ray.data.from_items(rows).map(fn).iter_rows()`, consuming each summary
+   as it arrives. It reports its own peak RSS from just before the prompts are read to the end (on
+   Linux the high-water mark is reset there, since imports and Ray start-up peak higher than the
+   stream; elsewhere `ru_maxrss`, which includes them), its RSS at that point, the bytes of the
+   rows, and the object store's usage, sampled while streaming. Note that `from_items` takes a
+   list that the driver holds in full, and puts every row into the object store up front: the
+   rows are not read lazily from the file.
+
+Times are wall-clock, measured in this run on this machine; only the ratios measured in one run
+mean anything. Output lines are whitespace-separated: `section  what  [unit]  value`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "configs" / "tiny-sd.yaml"
+
+
+def _max_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    kb = resource.getrusage(who).ru_maxrss
+    return kb / 2**20 if sys.platform == "darwin" else kb / 2**10  # bytes on macOS, KiB on Linux
+
+
+def _proc_status_mb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 2**10  # kB
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> float:
+    """Reset this process's RSS high-water mark to its current RSS (Linux: clear_refs 5), so a later
+    peak covers only what follows; returns the RSS it starts from. Elsewhere: the peak so far."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        rss = _proc_status_mb("VmRSS")
+        if rss is not None:
+            return rss
+    except OSError:
+        pass
+    return _max_rss_mb()
+
+
+def _peak_rss() -> float:
+    hwm = _proc_status_mb("VmHWM")
+    return hwm if hwm is not None else _max_rss_mb()
+
+
+def _quiet_ray_data() -> None:
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+# --- 1. throughput ---------------------------------------------------------------------------------
+
+def _samples(n: int):
+    from dnp_batch.prompts import expand_samples
+
+    return expand_samples([{"prompt": f"a photo of object number {i}, studio lighting"} for i in range(n)], 1)
+
+
+def bench_ray_job(cfg, samples) -> tuple[float, float | None]:
+    """(total samples/s, steady-state samples/s after the first shard or None with one shard)."""
+    from dnp_batch.dag import run_ray
+    from dnp_batch.job import run
+
+    written: list[tuple[float, int]] = []  # (time, samples so far) per shard written
+
+    def log(msg: str) -> None:
+        m = re.match(r"shard \d+ written: (\d+)/", msg)
+        if m:
+            written.append((time.perf_counter(), int(m.group(1))))
+        print(msg, file=sys.stderr, flush=True)
+
+    out = tempfile.mkdtemp(prefix="dnp-bench-out-")
+    try:
+        t0 = time.perf_counter()
+        summary = run(cfg, samples, out, run_ray, log=log)
+        total = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    if summary.failed:
+        raise RuntimeError(f"the job failed {summary.failed} of {summary.samples} samples")
+    steady = None
+    if len(written) >= 2 and written[-1][0] > written[0][0]:
+        steady = (written[-1][1] - written[0][1]) / (written[-1][0] - written[0][0])
+    return len(samples) / total, steady
+
+
+def bench_bare(cfg, samples) -> float:
+    import torch
+
+    from dnp_batch import load_pipeline
+    from dnp_batch.sink import encode_image
+    from dnp_batch.stages import resolve_device, resolve_model
+
+    device = resolve_device(cfg.device)
+    if device == "cpu":
+        torch.set_num_threads(cfg.cpu_threads)
+    pipe = load_pipeline(resolve_model(cfg.model), dtype=cfg.dtype, device=device, scheduler=cfg.scheduler)
+    t0 = time.perf_counter()
+    for s in samples:
+        image = pipe(prompt=s.prompt, guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.steps,
+                     height=cfg.height, width=cfg.width, generator=torch.Generator().manual_seed(s.seed),
+                     output_type="pil").images[0]
+        encode_image(image, cfg.output.image_format, cfg.output.quality)
+    return len(samples) / (time.perf_counter() - t0)
+
+
+def throughput(args) -> None:
+    from dnp_batch.config import load_config
+    from dnp_batch.stages import resolve_model
+
+    overrides = {"output": {"samples_per_shard": args.samples_per_shard}}
+    if not args.clip:
+        overrides["clip"] = {"model": None}
+    cfg = load_config(args.config, method=args.method, **overrides)
+    resolve_model(cfg.model)  # build the tiny model into the cache now, not inside either timing
+    if cfg.clip.model:
+        resolve_model(cfg.clip.model)
+    samples = _samples(args.samples)
+    _quiet_ray_data()
+    job_rate, steady = bench_ray_job(cfg, samples)
+    bare_rate = bench_bare(cfg, samples)
+    shards = -(-len(samples) // cfg.output.samples_per_shard)
+    print(f"config  {Path(args.config).name}  method {cfg.method}  steps {cfg.steps}  samples {len(samples)}  "
+          f"shards {shards}  batch_size {cfg.batch_size}  clip {'on' if cfg.clip.model else 'off'}")
+    print(f"throughput  ray_job  {job_rate:.3f} samples/s")
+    if steady is not None:
+        print(f"throughput  ray_job_steady  {steady:.3f} samples/s")
+    print(f"throughput  bare_diffusers  {bare_rate:.3f} samples/s")
+    print(f"ratio  ray_job/bare  {job_rate / bare_rate:.3f}")
+    if steady is not None:
+        print(f"ratio  ray_job_steady/bare  {steady / bare_rate:.3f}")
+    sys.stdout.flush()
+
+
+# --- 2. memory -----------------------------------------------------------------------------------
+
+def _summarize(row: dict) -> dict:
+    """The trivial stage: unpack the shard row as `stages.unpack` does (inlined, so that Ray's
+    workers need not import torch) and return a tiny summary."""
+    samples, _ = pickle.loads(row["payload"])
+    return {"shard": int(row["shard"]), "n": len(samples)}
+
+
+def _object_store_mib(gcs_address: str) -> int | None:
+    """Plasma usage across the cluster, in whole MiB (what Ray's memory summary reports)."""
+    try:
+        from ray._private import internal_api
+
+        text = internal_api.memory_summary(address=gcs_address, stats_only=True)
+        m = re.search(r"Plasma memory usage (\d+) MiB", text)
+        return int(m.group(1)) if m else None
+    except Exception:  # noqa: BLE001 - a private API; the number is optional
+        return None
+
+
+def stream(n: int, per_shard: int) -> None:
+    """The hidden `--_stream N` mode: one prompt count, in this (fresh) process; prints key=value."""
+    import ray
+    import ray.data
+
+    from dnp_batch.job import plan_shards
+    from dnp_batch.prompts import expand_samples, read_prompts
+    from dnp_batch.stages import new_row
+
+    ctx = ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=os.environ.get("RAY_TMPDIR"))
+    _quiet_ray_data()
+    gcs = ctx.address_info["gcs_address"]
+    tmp = tempfile.mkdtemp(prefix="dnp-bench-prompts-")
+    try:
+        path = Path(tmp) / "prompts.txt"
+        with open(path, "w") as f:
+            for i in range(n):
+                f.write(f"a synthetic prompt number {i}: a red fox in the snow, detailed, photograph\n")
+        process_peak = _max_rss_mb()  # imports and Ray start-up
+        baseline = _reset_peak_rss()
+        samples = expand_samples(read_prompts(path), 1)
+        rows = [new_row(shard, s) for shard, s in plan_shards(samples, per_shard)]
+        rows_mb = sum(len(r["payload"]) for r in rows) / 2**20
+        del samples
+        ds = ray.data.from_items(rows).map(_summarize)
+        store = [_object_store_mib(gcs)]
+        seen = shards = 0
+        for i, summary in enumerate(ds.iter_rows()):
+            seen += summary["n"]
+            shards += 1
+            if i % 10 == 0:
+                store.append(_object_store_mib(gcs))
+        store.append(_object_store_mib(gcs))
+        if seen != n:
+            raise RuntimeError(f"streamed {seen} samples, expected {n}")
+        store = [s for s in store if s is not None]
+        print(f"samples={seen} shards={shards} rows_mb={rows_mb:.2f} startup_peak_rss_mb={process_peak:.1f} "
+              f"baseline_rss_mb={baseline:.1f} peak_rss_mb={_peak_rss():.1f} "
+              f"object_store_peak_mib={max(store) if store else 'n/a'}", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        ray.shutdown()
+
+
+def memory(args) -> None:
+    counts = [int(c) for c in args.prompt_counts.split(",") if c.strip()]
+    peaks = {}
+    for n in counts:
+        proc = subprocess.run([sys.executable, __file__, "--_stream", str(n), "--per-shard", str(args.per_shard)],
+                              capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stdout + proc.stderr)
+            raise RuntimeError(f"the streaming subprocess for {n} prompts exited with {proc.returncode}")
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("samples=")][-1]
+        got = dict(kv.split("=", 1) for kv in line.split())
+        peaks[n] = float(got["peak_rss_mb"])
+        growth = peaks[n] - float(got["baseline_rss_mb"])
+        print(f"memory  {n} prompts  peak_rss_mb {got['peak_rss_mb']}  baseline_rss_mb {got['baseline_rss_mb']}  "
+              f"growth_mb {growth:.1f}  rows_mb {got['rows_mb']}  shards {got['shards']}  "
+              f"startup_peak_rss_mb {got['startup_peak_rss_mb']}  object_store_peak_mib {got['object_store_peak_mib']}")
+    if len(counts) >= 2:
+        lo, hi = counts[0], counts[-1]
+        print(f"ratio  memory {hi}/{lo}  {peaks[hi] / peaks[lo]:.3f}")
+    print("note  peak_rss_mb: the driver process only, from just before the prompts are read (baseline_rss_mb: "
+          "its RSS then, after imports and ray.init); Ray's own processes are not counted. "
+          "ray.data.from_items holds every shard row (rows_mb) in the driver and puts them all in the object "
+          "store up front; the object store is sampled while streaming, in whole MiB")
+    sys.stdout.flush()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="job YAML config (default: tiny SD)")
+    parser.add_argument("--method", default="cfg", help="overrides the config's method (default: cfg)")
+    parser.add_argument("--samples", type=int, default=16, help="samples for the throughput part")
+    parser.add_argument("--samples-per-shard", type=int, default=4,
+                        help="job shard size; several shards give the steady-state rate (default 4)")
+    parser.add_argument("--clip", action="store_true", help="keep the config's CLIP scoring stage in the job")
+    parser.add_argument("--prompt-counts", default="2000,20000", help="comma-separated prompt counts")
+    parser.add_argument("--per-shard", type=int, default=100, help="samples per shard in the memory part")
+    parser.add_argument("--skip-throughput", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--_stream", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args._stream is not None:
+        stream(args._stream, args.per_shard)
+        return
+    own_tmp = None
+    if not os.environ.get("RAY_TMPDIR"):
+        own_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's unix socket paths must fit
+        os.environ["RAY_TMPDIR"] = own_tmp
+    try:
+        if not args.skip_throughput:
+            throughput(args)
+        memory(args)
+    finally:
+        if own_tmp:
+            shutil.rmtree(own_tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""The job on real Ray clusters: `ray job submit` to a live head on loopback, and the DAG on a
+simulated three-node cluster, which must give the in-process run's bytes."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from dnp_batch.config import load_config
+from dnp_batch.dag import run_ray
+from dnp_batch.job import run, run_local
+from dnp_batch.prompts import expand_samples, read_prompts
+from jobutil import EXAMPLE_KEYS, FAST, JOB, PROMPTS, read_run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def live_head(ray_env, tmp_path):
+    """`ray start --head` on loopback with its files in a temp dir; stopped and cleaned up after."""
+    env = {**ray_env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{ray_env['PATH']}"}
+    temp_dir = Path(ray_env["RAY_TMPDIR"]) / "head"
+    dashboard = free_port()
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    subprocess.run([ray_cli, "start", "--head", f"--port={free_port()}", f"--dashboard-port={dashboard}",
+                    "--num-cpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+                   env=env, check=True, capture_output=True, timeout=120)
+    try:
+        yield env, f"http://127.0.0.1:{dashboard}"
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        (temp_dir / "ray_current_cluster").unlink(missing_ok=True)  # else the next ray.init joins a dead cluster
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_ray_job_submit_runs_the_job_on_a_live_cluster(live_head, tmp_path):
+    env, address = live_head
+    out = tmp_path / "out"
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    proc = subprocess.run(
+        [ray_cli, "job", "submit", "--address", address, "--",
+         "python", str(JOB), "--prompts", str(PROMPTS), "--config", str(FAST), "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "answer: 4 samples (0 failed) in 1 shards" in proc.stdout
+    samples = read_run(out)
+    assert sorted(samples) == EXAMPLE_KEYS and all("png" in f and "json" in f for f in samples.values())
+
+
+def test_dag_on_a_three_node_cluster_gives_the_in_process_bytes(ray_env, tmp_path, monkeypatch):
+    """auto-DNP's two-stage DAG, two generation actors, on a head and two worker nodes."""
+    for key, value in ray_env.items():
+        monkeypatch.setenv(key, value)
+    cfg = load_config(FAST, method="auto-dnp", sets=["stages.generate.actors=2", "output.samples_per_shard=1"])
+    samples = expand_samples(read_prompts(PROMPTS), 1)
+    run(cfg, samples, str(tmp_path / "local"), run_local)
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)
+    try:
+        ray.init(address=cluster.address)
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 3
+        summary = run(cfg, samples, str(tmp_path / "ray"), run_ray)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert summary.samples == 4 and summary.failed == 0
+    local, distributed = read_run(tmp_path / "local"), read_run(tmp_path / "ray")
+    assert sorted(distributed) == EXAMPLE_KEYS
+    for key in EXAMPLE_KEYS:
+        assert distributed[key]["png"] == local[key]["png"]
+        assert distributed[key]["dns.png"] == local[key]["dns.png"]
