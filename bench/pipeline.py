@@ -10,7 +10,9 @@ peak memory when a long prompt file is streamed through Ray Data.
    shards. `ray_job_steady` is the rate after the first shard is written (shards after the first,
    over the time from the first to the last), i.e. without the start-up. `bare_diffusers` loads the
    same pipeline in this process (the load is not timed) and calls `pipe(prompt=p, ...)` once per
-   sample, PNG-encoding each image, with the same torch thread count as the stages. CLIP scoring
+   sample, PNG-encoding each image, with the same torch thread count as the stages;
+   `bare_diffusers_batched` passes `batch_size` prompts per call, as the job's stage batches (on a
+   tiny model a call's fixed cost dominates, so batching alone changes the rate). CLIP scoring
    is off in the job unless `--clip` is given, so both sides do the same work; with a method other
    than cfg the bare loop is still plain CFG, and the ratio includes the method's own cost.
 2. Memory: for each prompt count, a fresh subprocess writes a TXT prompts file, reads it
@@ -24,7 +26,9 @@ peak memory when a long prompt file is streamed through Ray Data.
    rows are not read lazily from the file.
 
 Times are wall-clock, measured in this run on this machine; only the ratios measured in one run
-mean anything. Output lines are whitespace-separated: `section  what  [unit]  value`.
+mean anything. Output lines are whitespace-separated: `throughput NAME RATE samples/s`,
+`ratio NAME VALUE` (`ratio memory HI/LO VALUE`), `memory N prompts` then `name value` pairs, and
+one `config` and one `note` line.
 """
 
 from __future__ import annotations
@@ -126,7 +130,8 @@ def bench_ray_job(cfg, samples) -> tuple[float, float | None]:
     return len(samples) / total, steady
 
 
-def bench_bare(cfg, samples) -> float:
+def bench_bare(cfg, samples) -> tuple[float, float]:
+    """(samples/s one prompt per pipe call, samples/s cfg.batch_size prompts per call as the job batches)."""
     import torch
 
     from dnp_batch import load_pipeline
@@ -137,13 +142,20 @@ def bench_bare(cfg, samples) -> float:
     if device == "cpu":
         torch.set_num_threads(cfg.cpu_threads)
     pipe = load_pipeline(resolve_model(cfg.model), dtype=cfg.dtype, device=device, scheduler=cfg.scheduler)
-    t0 = time.perf_counter()
-    for s in samples:
-        image = pipe(prompt=s.prompt, guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.steps,
-                     height=cfg.height, width=cfg.width, generator=torch.Generator().manual_seed(s.seed),
-                     output_type="pil").images[0]
-        encode_image(image, cfg.output.image_format, cfg.output.quality)
-    return len(samples) / (time.perf_counter() - t0)
+    rates = []
+    for size in (1, cfg.batch_size):
+        t0 = time.perf_counter()
+        for start in range(0, len(samples), size):
+            batch = samples[start:start + size]
+            generators = [torch.Generator().manual_seed(s.seed) for s in batch]
+            images = pipe(prompt=[s.prompt for s in batch] if size > 1 else batch[0].prompt,
+                          guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.steps, height=cfg.height,
+                          width=cfg.width, generator=generators if size > 1 else generators[0],
+                          output_type="pil").images
+            for image in images:
+                encode_image(image, cfg.output.image_format, cfg.output.quality)
+        rates.append(len(samples) / (time.perf_counter() - t0))
+    return rates[0], rates[1]
 
 
 def throughput(args) -> None:
@@ -160,7 +172,7 @@ def throughput(args) -> None:
     samples = _samples(args.samples)
     _quiet_ray_data()
     job_rate, steady = bench_ray_job(cfg, samples)
-    bare_rate = bench_bare(cfg, samples)
+    bare_rate, batched_rate = bench_bare(cfg, samples)
     shards = -(-len(samples) // cfg.output.samples_per_shard)
     print(f"config  {Path(args.config).name}  method {cfg.method}  steps {cfg.steps}  samples {len(samples)}  "
           f"shards {shards}  batch_size {cfg.batch_size}  clip {'on' if cfg.clip.model else 'off'}")
@@ -168,9 +180,11 @@ def throughput(args) -> None:
     if steady is not None:
         print(f"throughput  ray_job_steady  {steady:.3f} samples/s")
     print(f"throughput  bare_diffusers  {bare_rate:.3f} samples/s")
+    print(f"throughput  bare_diffusers_batched  {batched_rate:.3f} samples/s")
     print(f"ratio  ray_job/bare  {job_rate / bare_rate:.3f}")
+    print(f"ratio  ray_job/bare_batched  {job_rate / batched_rate:.3f}")
     if steady is not None:
-        print(f"ratio  ray_job_steady/bare  {steady / bare_rate:.3f}")
+        print(f"ratio  ray_job_steady/bare_batched  {steady / batched_rate:.3f}")
     sys.stdout.flush()
 
 

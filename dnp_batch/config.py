@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError
 
 from . import api
+from .models import SCHEDULERS
 
 
 class _Strict(BaseModel):
@@ -69,13 +70,19 @@ class OutputSettings(_Strict):
     samples_per_shard: int = Field(100, ge=1)
 
 
+def _known_scheduler(name: str | None) -> str | None:
+    if name is not None and name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; known: {', '.join(SCHEDULERS)}")
+    return name
+
+
 class JobConfig(_Strict):
     """Built-in defaults: METHODS.md's hyperparameters on the tiny SDXL model (no downloads)."""
 
     model: str = "tiny-sdxl"  # hub id, local diffusers dir, or tiny-sdxl / tiny-sd (built on first use)
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     device: str = "auto"  # auto = cuda when available, else cpu
-    scheduler: str | None = None  # None keeps the model's own; else a name of models.SCHEDULERS
+    scheduler: Annotated[str | None, AfterValidator(_known_scheduler)] = None  # None: the model's own
     method: Literal["cfg", "np", "dns", "dnp", "auto-dnp", "cnp", "answer"] = "answer"
     guidance_scale: float = api.DEFAULT_GUIDANCE_SCALE
     dns_guidance_scale: float | None = None  # None = guidance_scale (METHODS.md: w_dns = w)

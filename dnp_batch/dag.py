@@ -39,22 +39,22 @@ def init_ray() -> bool:
     return True
 
 
-def build_dataset(specs: list[StageSpec], rows: list[dict], cfg: JobConfig, out: str) -> "ray.data.Dataset":
+def build_dataset(specs: list[StageSpec], rows: list[dict], cfgs: list[JobConfig]) -> "ray.data.Dataset":
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
     for spec in specs:
         r = spec.resources
-        ds = ds.map(spec.cls, fn_constructor_args=(cfg, out), compute=ray.data.ActorPoolStrategy(size=r.actors),
+        ds = ds.map(spec.cls, fn_constructor_args=(cfgs,), compute=ray.data.ActorPoolStrategy(size=r.actors),
                     num_gpus=r.num_gpus or None, num_cpus=r.num_cpus)
     return ds
 
 
-def run_ray(specs: list[StageSpec], rows: list[dict], cfg: JobConfig, out: str) -> Iterator[dict]:
+def run_ray(specs: list[StageSpec], rows: list[dict], cfgs: list[JobConfig]) -> Iterator[dict]:
     """The Ray distributor (same signature as `job.run_local`): yields each shard's last row."""
     if not rows:
         return
     started = init_ray()
     try:
-        yield from build_dataset(specs, rows, cfg, out).iter_rows()
+        yield from build_dataset(specs, rows, cfgs).iter_rows()
     finally:
         if started:
             ray.shutdown()

@@ -1,8 +1,11 @@
-"""The generation job: plan shards, check the output (resume / refuse / overwrite), run the stages
-through a distributor, write the index and manifest, and summarize.
+"""The generation job: plan shards, check each output (resume / refuse / overwrite), run the
+stages through a distributor, write the indexes and manifests, and summarize.
 
-Distributors share one signature, `(specs, rows, cfg, out) -> iterator of shard summaries`:
-`local` runs the stages in this process; `ray` (in `dag.py`) runs them as Ray Data actor pools.
+A job is one or more *points* — (name, config, output) — over the same samples: a plain run is
+one point, a sweep one per grid point. All points' shards go through one set of stages, so points
+that share a model share its loaded copy. Distributors share one signature,
+`(specs, rows, cfgs) -> iterator of rows`: `run_local` runs the stages in this process;
+`dag.run_ray` runs them as Ray Data actor pools.
 """
 
 from __future__ import annotations
@@ -34,9 +37,9 @@ def plan_digest(plan: list[tuple[int, list[Sample]]]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def run_local(specs: list[StageSpec], rows: list[dict], cfg: JobConfig, out: str) -> Iterator[dict]:
+def run_local(specs: list[StageSpec], rows: list[dict], cfgs: list[JobConfig]) -> Iterator[dict]:
     """The in-process distributor: each stage built once, every shard through all of them."""
-    stages = [spec.cls(cfg, out) for spec in specs]
+    stages = [spec.cls(cfgs) for spec in specs]
     for row in rows:
         for stage in stages:
             row = stage(row)
@@ -60,8 +63,23 @@ class Summary:
                 f"{self.seconds:.1f} s, {rate:.2f} samples/s{clip}")
 
 
-def prepare(cfg: JobConfig, samples: list[Sample], out: str, resume: bool = False, overwrite: bool = False):
-    """Every check that can fail on bad input, before anything is written: returns (sink, plan, manifest)."""
+@dataclass
+class Point:
+    """One output of a job: a config and where its run goes."""
+
+    name: str
+    cfg: JobConfig
+    out: str
+    sink: ShardSink = None
+    plan: list = None
+    manifest: dict = None
+    existed: bool = False
+    summary: Summary = field(default_factory=Summary)
+
+
+def prepare(point: Point, samples: list[Sample], resume: bool, overwrite: bool) -> None:
+    """Every check that can fail on bad input for one point, before anything is written."""
+    cfg, out = point.cfg, point.out
     check_samples(cfg, samples)
     check_sources(cfg)
     sink = ShardSink(out)
@@ -81,46 +99,63 @@ def prepare(cfg: JobConfig, samples: list[Sample], out: str, resume: bool = Fals
     elif sink.has_foreign_files() or sink.done_shards():
         raise ValueError(f"--out {out} is not empty and holds no dnp_batch run; choose an empty --out")
     sink.check_writable()
-    return sink, plan, manifest
+    point.sink, point.plan, point.manifest = sink, plan, manifest
+
+
+def run_points(points: list[Point], samples: list[Sample], distributor: Callable = run_local,
+               resume: bool = False, overwrite: bool = False, log=None) -> list[Point]:
+    """Generate, for every point, the samples not yet written to its output."""
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    t0 = time.perf_counter()
+    for point in points:
+        prepare(point, samples, resume, overwrite)
+    rows, by_out = [], {}
+    for point in points:
+        if overwrite:
+            point.sink.clear()
+        done = point.sink.done_shards()
+        todo = [(shard, s) for shard, s in point.plan if shard not in done]
+        point.summary = Summary(skipped_shards=len(point.plan) - len(todo), shards=len(point.plan))
+        if done:
+            log(f"{point.name}: resuming: {len(done)} of {len(point.plan)} shards already written")
+        point.existed = point.sink.fs.exists(point.sink.root)
+        point.sink.write_manifest({**point.manifest, "status": "running"})
+        rows += [new_row(shard, point.cfg, point.out, s) for shard, s in todo]
+        by_out[point.out] = point
+    cfgs = [p.cfg for p in points]
+    specs = build_stages(cfgs)
+    # A local or in-memory --out is this machine's: the driver writes it. Shared storage (s3://,
+    # gs://, ...) is written by the write stage's workers, in parallel.
+    writer = WriteStage(cfgs) if all(p.sink.is_local for p in points) else None
+    written = 0
+    try:
+        for row in distributor(specs[:-1] if writer else specs, rows, cfgs):
+            if writer is not None:
+                row = writer(row)
+            point = by_out[row["out"]]
+            point.summary.samples += row["samples"]
+            point.summary.failed += row["failed"]
+            point.summary.clip_scores += list(row["clip_scores"])
+            written += row["samples"]
+            log(f"{point.name}: shard {row['shard']:05d} written ({written} samples this run, "
+                f"{sum(p.summary.failed for p in points)} failed)")
+    except BaseException:
+        for point in points:
+            point.sink.remove_if_unstarted(point.existed)  # e.g. a model that fails to load: leave no trace
+        raise
+    for point in points:
+        index = point.sink.write_index()
+        point.summary.seconds = time.perf_counter() - t0
+        statuses = index.column("status").to_pylist()
+        point.sink.write_manifest({**point.manifest, "status": "complete", "counts": {
+            "samples": len(statuses), "ok": statuses.count("ok"), "failed": statuses.count("failed"),
+            "shards": len(point.plan), "generated_this_run": point.summary.samples}})
+        point.sink.finish()
+    return points
 
 
 def run(cfg: JobConfig, samples: list[Sample], out: str, distributor: Callable = run_local,
         resume: bool = False, overwrite: bool = False, log=None) -> Summary:
-    """Generate every sample not yet written to `out`; returns the run's summary."""
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    t0 = time.perf_counter()
-    sink, plan, manifest = prepare(cfg, samples, out, resume, overwrite)
-    if overwrite:
-        sink.clear()
-    done = sink.done_shards()
-    todo = [(shard, s) for shard, s in plan if shard not in done]
-    summary = Summary(skipped_shards=len(plan) - len(todo), shards=len(plan))
-    if done:
-        log(f"resuming: {len(done)} of {len(plan)} shards already written")
-    existed = sink.fs.exists(sink.root)
-    sink.write_manifest({**manifest, "status": "running"})
-    total = sum(len(s) for _, s in todo)
-    specs = build_stages(cfg)
-    # A local or in-memory --out is this machine's: the driver writes it. Shared storage (s3://,
-    # gs://, ...) is written by the write stage's workers, in parallel.
-    writer = WriteStage(cfg, out) if sink.is_local else None
-    try:
-        rows = distributor(specs[:-1] if writer else specs, [new_row(shard, s) for shard, s in todo], cfg, out)
-        for row in rows:
-            if writer is not None:
-                row = writer(row)
-            summary.samples += row["samples"]
-            summary.failed += row["failed"]
-            summary.clip_scores += list(row["clip_scores"])
-            log(f"shard {row['shard']:05d} written: {summary.samples}/{total} samples ({summary.failed} failed)")
-    except BaseException:
-        sink.remove_if_unstarted(existed)  # e.g. a model that fails to load: leave no trace
-        raise
-    index = sink.write_index()
-    summary.seconds = time.perf_counter() - t0
-    statuses = index.column("status").to_pylist()
-    sink.write_manifest({**manifest, "status": "complete", "counts": {
-        "samples": len(statuses), "ok": statuses.count("ok"), "failed": statuses.count("failed"),
-        "shards": len(plan), "generated_this_run": summary.samples}})
-    sink.finish()
-    return summary
+    """A plain run: one point."""
+    (point,) = run_points([Point("run", cfg, out)], samples, distributor, resume, overwrite, log)
+    return point.summary

@@ -1,8 +1,8 @@
 """Stages: plain callable classes, one loaded model each, over one shard of samples at a time.
 
 The same objects run in-process (the local distributor, tests) and as Ray Data actors (`dag.py`):
-`Stage(cfg, out)(row) -> row`, where a row is `{"shard": i, "payload": bytes}` and the payload
-holds the shard's samples and their results so far. A shard is cut into the same batches
+`Stage(cfgs)(row) -> row`, where a row is `{"shard": i, "payload": bytes}` and the payload holds
+the shard's config, output URL, samples and their results so far. A shard is cut into the same batches
 wherever it runs, so a sample's bytes do not depend on cluster shape or on resuming. A batch that
 raises is retried sample by sample; a sample that still fails is marked failed (with its error)
 and skipped by later stages, and the rest of the shard goes on.
@@ -13,14 +13,14 @@ from __future__ import annotations
 import pickle
 import traceback
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 from . import api, tiny
 from .captioner import Captioner, check_captioner_source
 from .config import JobConfig, StageResources
-from .models import check_pipeline_source, library_versions, load_pipeline, model_revision
+from .models import SCHEDULERS, check_pipeline_source, library_versions, load_pipeline, model_revision
 from .prompts import Sample
 from .scoring import ClipScorer, check_clip_source
 from .sink import ShardSink, encode_image
@@ -59,19 +59,19 @@ def check_sources(cfg: JobConfig) -> None:
         check_clip_source(cfg.clip.model, cfg.clip.pretrained)
 
 
-def pack(shard: int, samples: list[Sample], items: list[dict]) -> dict:
-    return {"shard": shard, "payload": pickle.dumps((samples, items))}
+def pack(shard: int, cfg: JobConfig, out: str, samples: list[Sample], items: list[dict]) -> dict:
+    return {"shard": shard, "payload": pickle.dumps((cfg, out, samples, items))}
 
 
-def unpack(row: dict) -> tuple[int, list[Sample], list[dict]]:
-    samples, items = pickle.loads(row["payload"])
-    return int(row["shard"]), samples, items
+def unpack(row: dict) -> tuple[int, JobConfig, str, list[Sample], list[dict]]:
+    cfg, out, samples, items = pickle.loads(row["payload"])
+    return int(row["shard"]), cfg, out, samples, items
 
 
-def new_row(shard: int, samples: list[Sample]) -> dict:
-    """A shard before any stage: one item per sample, to be filled in."""
+def new_row(shard: int, cfg: JobConfig, out: str, samples: list[Sample]) -> dict:
+    """A shard before any stage: its config and output, one item per sample to be filled in."""
     items = [{"key": s.key, "record": {"id": s.key, "prompt": s.prompt, "seed": s.seed}} for s in samples]
-    return pack(shard, samples, items)
+    return pack(shard, cfg, out, samples, items)
 
 
 def _failure(err: BaseException) -> str:
@@ -97,59 +97,87 @@ def run_isolated(batch_size: int, samples: list[Sample], items: list[dict],
 
 
 class _Stage:
-    """Shared wiring: config, device, CPU threads, and the per-shard loop."""
+    """Shared wiring. A stage serves the configs of every grid point of a job (one for a plain
+    run); it loads each distinct model it needs once, at start-up, and every row brings its own
+    config, so grid points that share a model share the loaded one."""
 
-    def __init__(self, cfg: JobConfig, out: str | None = None):
-        self.cfg, self.out = cfg, out
-        self.device = resolve_device(cfg.device)
+    def __init__(self, cfgs: list[JobConfig]):
+        base = cfgs[0]
+        self.device = resolve_device(base.device)
         if self.device == "cpu":
-            torch.set_num_threads(cfg.cpu_threads)
+            torch.set_num_threads(base.cpu_threads)
+        self._pipes: dict[tuple, Any] = {}
+        self._captioners: dict[str, Captioner] = {}
+
+    def applies(self, cfg: JobConfig) -> bool:
+        return True
 
     def __call__(self, row: dict) -> dict:
-        shard, samples, items = unpack(row)
-        run_isolated(self.cfg.batch_size, samples, items, self.process, self.cfg.method)
-        return pack(shard, samples, items)
+        shard, cfg, out, samples, items = unpack(row)
+        if self.applies(cfg):
+            self.prepare(cfg)  # a config the models cannot run fails the job, not each sample
+            run_isolated(cfg.batch_size, samples, items, lambda s, it: self.process(cfg, s, it), cfg.method)
+        return pack(shard, cfg, out, samples, items)
 
-    def process(self, samples: list[Sample], items: list[dict]) -> None:
+    def prepare(self, cfg: JobConfig) -> None:
+        pass
+
+    def process(self, cfg: JobConfig, samples: list[Sample], items: list[dict]) -> None:
         raise NotImplementedError
 
-    def generate(self, pipe, samples, method, negatives=None, seeds=None, **kw) -> api.GenerateResult:
-        cfg = self.cfg
+    def generate(self, cfg, samples, method, negatives=None, seeds=None, **kw) -> api.GenerateResult:
         return api.generate(
-            pipe, [s.prompt for s in samples], seeds or [s.seed for s in samples], method,
+            self.pipeline(cfg), [s.prompt for s in samples], seeds or [s.seed for s in samples], method,
             negative_prompts=negatives, guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.steps,
             height=cfg.height, width=cfg.width, answer=cfg.answer.to_api(),
             dns_guidance_scale=cfg.dns_guidance_scale, guidance_rescale=cfg.guidance_rescale,
             ids=[s.key for s in samples], batch_size=len(samples), **kw)
 
-    def load_pipeline(self):
-        cfg = self.cfg
-        source = resolve_model(cfg.model)
-        pipe = load_pipeline(source, dtype=cfg.dtype, device=self.device, scheduler=cfg.scheduler)
-        api.check_size(pipe, cfg.height, cfg.width)  # a config error, not a per-sample failure
-        self.model_info = {"model": cfg.model, "model_revision": model_revision(source),
-                           "versions": library_versions()}
+    def pipeline(self, cfg: JobConfig):
+        """The loaded pipeline for `cfg.model` (loaded on first use), with `cfg.scheduler` set."""
+        key = (cfg.model, cfg.dtype)
+        if key not in self._pipes:
+            source = resolve_model(cfg.model)
+            pipe = load_pipeline(source, dtype=cfg.dtype, device=self.device)
+            info = {"model": cfg.model, "model_revision": model_revision(source), "versions": library_versions()}
+            self._pipes[key] = (pipe, pipe.scheduler, info)
+        pipe, native_scheduler, _ = self._pipes[key]
+        pipe.scheduler = native_scheduler if cfg.scheduler is None else \
+            SCHEDULERS[cfg.scheduler].from_config(native_scheduler.config)
         return pipe
 
-    def load_captioner(self) -> Captioner:
-        c = self.cfg.captioner
-        captioner = Captioner(resolve_model(c.model), dtype=self.cfg.dtype, device=self.device,
-                              max_new_tokens=c.max_new_tokens, prompt=c.prompt)
-        captioner.model_id = c.model  # records name the model as configured, not its cache path
+    def model_info(self, cfg: JobConfig) -> dict:
+        return self._pipes[(cfg.model, cfg.dtype)][2]
+
+    def captioner(self, cfg: JobConfig) -> Captioner:
+        c = cfg.captioner
+        if c.model not in self._captioners:
+            captioner = Captioner(resolve_model(c.model), dtype=cfg.dtype, device=self.device)
+            captioner.model_id = c.model  # records name the model as configured, not its cache path
+            self._captioners[c.model] = captioner
+        captioner = self._captioners[c.model]
+        captioner.max_new_tokens, captioner.prompt = c.max_new_tokens, c.prompt
         return captioner
 
 
 class DnsCaptionStage(_Stage):
     """auto-DNP, first half (§DNP steps 1-2): DNS chain, decode x⁻, caption it -> n*."""
 
-    def __init__(self, cfg: JobConfig, out: str | None = None):
-        super().__init__(cfg, out)
-        self.captioner = self.load_captioner()
-        self.pipe = self.load_pipeline()
+    def __init__(self, cfgs: list[JobConfig]):
+        super().__init__(cfgs)
+        for cfg in filter(self.applies, cfgs):
+            self.prepare(cfg)
 
-    def process(self, samples, items):
-        dns = self.generate(self.pipe, samples, "dns")
-        captions = [c.strip() for c in self.captioner.caption(dns.images)]
+    def applies(self, cfg):
+        return cfg.method == "auto-dnp"
+
+    def prepare(self, cfg):
+        self.captioner(cfg)
+        api.check_size(self.pipeline(cfg), cfg.height, cfg.width)
+
+    def process(self, cfg, samples, items):
+        dns = self.generate(cfg, samples, "dns")
+        captions = [c.strip() for c in self.captioner(cfg).caption(dns.images)]
         for item, image, caption, rec in zip(items, dns.images, captions, dns.records):
             item.update(dns_image=image, caption=caption, dns_nfe=rec["nfe"], dns_seconds=rec["seconds"])
 
@@ -157,35 +185,39 @@ class DnsCaptionStage(_Stage):
 class GenerationStage(_Stage):
     """The configured method; for auto-DNP, the NP half with the captions of `DnsCaptionStage`."""
 
-    def __init__(self, cfg: JobConfig, out: str | None = None):
-        super().__init__(cfg, out)
-        self.captioner = self.load_captioner() if cfg.method == "cnp" else None
-        self.pipe = self.load_pipeline()
+    def __init__(self, cfgs: list[JobConfig]):
+        super().__init__(cfgs)
+        for cfg in cfgs:
+            self.prepare(cfg)
 
-    def process(self, samples, items):
-        cfg = self.cfg
+    def prepare(self, cfg):
+        if cfg.method == "cnp":
+            self.captioner(cfg)
+        api.check_size(self.pipeline(cfg), cfg.height, cfg.width)
+
+    def process(self, cfg, samples, items):
         if cfg.method == "auto-dnp":
-            self.process_auto_dnp(samples, items)
+            self.process_auto_dnp(cfg, samples, items)
             return
         negatives = [s.negative_prompt for s in samples] if cfg.method in api.NEGATIVE_METHODS else None
-        out = self.generate(self.pipe, samples, cfg.method, negatives, captioner=self.captioner,
-                            cnp_every=cfg.cnp.every)
+        captioner = self.captioner(cfg) if cfg.method == "cnp" else None
+        out = self.generate(cfg, samples, cfg.method, negatives, captioner=captioner, cnp_every=cfg.cnp.every,
+                            same_seed=cfg.dnp.same_seed)
         dns_images = out.dns_images or [None] * len(samples)
         for item, s, image, dns, rec in zip(items, samples, out.images, dns_images, out.records):
             item.update(image=image, dns_image=dns)
-            item["record"] = {**rec, **self.model_info, "metadata": s.metadata, "status": "ok"}
+            item["record"] = {**rec, **self.model_info(cfg), "metadata": s.metadata, "status": "ok"}
 
-    def process_auto_dnp(self, samples, items):
+    def process_auto_dnp(self, cfg, samples, items):
         """§DNP step 3: NP with (p, n*) from the same z_T (or a fresh seed), recorded as auto-DNP."""
-        cfg = self.cfg
         seeds = [s.seed if cfg.dnp.same_seed else api.fresh_seed(s.seed) for s in samples]
-        out = self.generate(self.pipe, samples, "dnp", [item["caption"] for item in items], seeds=seeds)
+        out = self.generate(cfg, samples, "dnp", [item["caption"] for item in items], seeds=seeds)
         captioner = {"model": cfg.captioner.model, "max_new_tokens": cfg.captioner.max_new_tokens,
                      "prompt": cfg.captioner.prompt}
         for item, s, np_seed, image, rec in zip(items, samples, seeds, out.images, out.records):
             item["image"] = image
             item["record"] = {
-                **rec, **self.model_info, "metadata": s.metadata, "status": "ok", "method": "auto-dnp",
+                **rec, **self.model_info(cfg), "metadata": s.metadata, "status": "ok", "method": "auto-dnp",
                 "seed": s.seed, "np_seed": np_seed, "same_seed": cfg.dnp.same_seed, "captions": 1,
                 "captioner": captioner, "dns_guidance_scale": cfg.dns_guidance_scale or cfg.guidance_scale,
                 "nfe": rec["nfe"] + item["dns_nfe"], "seconds": rec["seconds"] + item["dns_seconds"],
@@ -195,42 +227,52 @@ class GenerationStage(_Stage):
 class ScoringStage(_Stage):
     """CLIP score of each image with its prompt, and of the DNS image where there is one."""
 
-    def __init__(self, cfg: JobConfig, out: str | None = None):
-        super().__init__(cfg, out)
-        c = cfg.clip
-        self.scorer = ClipScorer(resolve_model(c.model), pretrained=c.pretrained, device=self.device,
-                                 batch_size=c.batch_size)
+    def __init__(self, cfgs: list[JobConfig]):
+        super().__init__(cfgs)
+        self._scorers: dict[tuple, ClipScorer] = {}
+        for cfg in filter(self.applies, cfgs):
+            self.scorer(cfg)
 
-    def process(self, samples, items):
-        scores = self.scorer.score([item["image"] for item in items], [s.prompt for s in samples])
+    def applies(self, cfg):
+        return bool(cfg.clip.model)
+
+    def scorer(self, cfg) -> ClipScorer:
+        c = cfg.clip
+        key = (c.model, c.pretrained)
+        if key not in self._scorers:
+            self._scorers[key] = ClipScorer(resolve_model(c.model), pretrained=c.pretrained, device=self.device,
+                                            batch_size=c.batch_size)
+        return self._scorers[key]
+
+    def process(self, cfg, samples, items):
+        scorer = self.scorer(cfg)
+        scores = scorer.score([item["image"] for item in items], [s.prompt for s in samples])
         with_dns = [(s, item) for s, item in zip(samples, items) if item.get("dns_image") is not None]
-        dns_scores = self.scorer.score([item["dns_image"] for _, item in with_dns], [s.prompt for s, _ in with_dns])
+        dns_scores = scorer.score([item["dns_image"] for _, item in with_dns], [s.prompt for s, _ in with_dns])
         for item, score in zip(items, scores):
-            item["record"].update(clip_score=score, clip_model=self.cfg.clip.model,
-                                  clip_pretrained=self.cfg.clip.pretrained)
+            item["record"].update(clip_score=score, clip_model=cfg.clip.model, clip_pretrained=cfg.clip.pretrained)
         for (_, item), score in zip(with_dns, dns_scores):
             item["record"]["dns_clip_score"] = score
 
 
-class WriteStage(_Stage):
-    """Encode the images and write the shard (tar + its index) through the sink; returns a summary."""
+class WriteStage:
+    """Encode the images and write the shard (tar + its index) to the row's output; returns a summary."""
 
-    def __init__(self, cfg: JobConfig, out: str | None = None):
-        super().__init__(cfg, out)
-        self.sink = ShardSink(out)
+    def __init__(self, cfgs: list[JobConfig]):
+        self._sinks: dict[str, ShardSink] = {}
 
     def __call__(self, row: dict) -> dict:
-        shard, samples, items = unpack(row)
-        fmt, quality = self.cfg.output.image_format, self.cfg.output.quality
+        shard, cfg, out, samples, items = unpack(row)
+        fmt, quality = cfg.output.image_format, cfg.output.quality
         for item in items:
             if not item.get("error"):
                 item["image"] = encode_image(item["image"], fmt, quality)
                 if item.get("dns_image") is not None:
                     item["dns_image"] = encode_image(item["dns_image"], fmt, quality)
-        self.sink.write_shard(shard, items, fmt)
-        failed = [item["key"] for item in items if item.get("error")]
+        sink = self._sinks.setdefault(out, ShardSink(out))
+        sink.write_shard(shard, items, fmt)
         scores = [item["record"].get("clip_score") for item in items if not item.get("error")]
-        return {"shard": shard, "samples": len(items), "failed": len(failed),
+        return {"out": out, "shard": shard, "samples": len(items), "failed": sum(1 for i in items if i.get("error")),
                 "clip_scores": [s for s in scores if s is not None]}
 
 
@@ -241,16 +283,14 @@ class StageSpec:
     resources: StageResources
 
 
-def build_stages(cfg: JobConfig) -> list[StageSpec]:
-    """The DAG as a list: [dns_caption ->] generate [-> score] -> write."""
-    res = cfg.stages
+def build_stages(cfgs: list[JobConfig]) -> list[StageSpec]:
+    """The DAG as a list: [dns_caption ->] generate [-> score] -> write; resources from the first config."""
+    res = cfgs[0].stages
     specs = []
-    if cfg.method == "auto-dnp":
+    if any(cfg.method == "auto-dnp" for cfg in cfgs):
         specs.append(StageSpec("dns_caption", DnsCaptionStage, res.dns_caption))
     specs.append(StageSpec("generate", GenerationStage, res.generate))
-    if cfg.clip.model:
+    if any(cfg.clip.model for cfg in cfgs):
         specs.append(StageSpec("score", ScoringStage, res.score))
     specs.append(StageSpec("write", WriteStage, res.write))
     return specs
-
-

@@ -1,0 +1,495 @@
+"""Preference pairs (DPO / ORPO) from two or more runs over the same prompts and seeds.
+
+    runs = resolve_runs(["out-cfg", "out-answer"])          # or resolve_runs("sweep-dir", ["a", "b"])
+    pairs = build_pairs(runs, "clip", min_margin=0.5)
+    write_pairs(pairs, "s3://bucket/pairs")
+
+For every sample key and every two runs (i < j, in the given order) the scorer's higher image gets
+label 1 and the other 0; equal scores are a tie (0.5 / 0.5); a pair whose scores differ by less
+than `min_margin` is skipped. Only samples with status ok in both runs make pairs.
+
+Layout of OUT (any fsspec URL):
+    pairs-00000.tar ...   per pair `KEY-i-j`: original_prompt.txt, jpg_0.jpg, jpg_1.jpg,
+                          label_0.txt, label_1.txt (the keys diffusers'
+                          train_diffusion_orpo_sdxl_lora_wds.py reads) and json (scores, models, seed)
+    pairs.parquet         Pick-a-Pic v2's columns (caption, jpg_0, jpg_1, label_0, label_1, model_0,
+                          model_1, image_0_uid, image_1_uid, best_image_uid, are_different,
+                          has_label, ranking_id, num_example_per_prompt) + score_0, score_1, seed, key
+    pairs_manifest.json   inputs and counts (pairs, ties, skipped by margin)
+
+Scorers are pluggable: a class with a `name` and
+`score(prompts, images, records) -> list[float]` (one float per image, higher is better),
+registered in `SCORERS` under its name. PickScore, HPSv2 or ImageReward plug in the same way:
+load the model in `__init__` (e.g. PickScore's CLIP-H processor and model from the hub, HPSv2's
+`hpsv2.score`, ImageReward's `RM.load("ImageReward-v1.0")`), score each (prompt, image) in
+`score`, and add the class with `register_scorer`; `jobs/pairs.py --scorer NAME` then uses it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import posixpath
+import tarfile
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, UnidentifiedImageError
+
+from .scoring import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED, ClipScorer
+from .sink import encode_image, record_json
+from .tiny import ensure_tiny
+
+SWEEP = "sweep.json"
+PAIRS_PARQUET = "pairs.parquet"
+PAIRS_MANIFEST = "pairs_manifest.json"
+IMAGE_EXTS = ("png", "jpg", "webp")
+JPEG_QUALITY = 95
+TIE_EPS = 1e-9
+SCORE_CHUNK = 128
+
+PAIRS_SCHEMA = pa.schema([
+    ("caption", pa.string()), ("jpg_0", pa.binary()), ("jpg_1", pa.binary()),
+    ("label_0", pa.float64()), ("label_1", pa.float64()), ("model_0", pa.string()), ("model_1", pa.string()),
+    ("image_0_uid", pa.string()), ("image_1_uid", pa.string()), ("best_image_uid", pa.string()),
+    ("are_different", pa.bool_()), ("has_label", pa.bool_()), ("ranking_id", pa.int64()),
+    ("num_example_per_prompt", pa.int64()),
+    ("score_0", pa.float64()), ("score_1", pa.float64()), ("seed", pa.int64()), ("key", pa.string()),
+])
+
+SCORERS: dict[str, type] = {}
+
+
+def register_scorer(cls: type) -> type:
+    """Add a scorer class to `SCORERS` under its `name` (usable as a decorator)."""
+    SCORERS[cls.name] = cls
+    return cls
+
+
+class MissingScore(ValueError):
+    """A record lacks the score a scorer reads; `build_pairs` names the run."""
+
+    def __init__(self, key: str, field: str, hint: str):
+        super().__init__(f"no {field} for {key}; {hint}")
+        self.key, self.field, self.hint = key, field, hint
+
+
+@register_scorer
+class StoredClipScorer:
+    """The CLIP score each run stored in its records (`clip_score`): no model is loaded."""
+
+    name = "clip"
+
+    def score(self, prompts: list[str], images: list[Image.Image], records: list[dict]) -> list[float]:
+        scores = []
+        for record in records:
+            value = record.get("clip_score")
+            if value is None:
+                raise MissingScore(record.get("id"), "clip_score", "generate with a clip model configured")
+            scores.append(float(value))
+        return scores
+
+
+@register_scorer
+class ClipRecomputeScorer:
+    """CLIP score recomputed with `dnp_batch.scoring.ClipScorer` (`model="tiny-clip"`: the tiny one)."""
+
+    name = "clip-recompute"
+
+    def __init__(self, model: str = DEFAULT_CLIP_MODEL, pretrained: str | None = DEFAULT_CLIP_PRETRAINED,
+                 device: str = "cpu", batch_size: int = 32):
+        self.settings = {"model": model, "pretrained": pretrained}
+        if model == "tiny-clip":
+            model, pretrained = str(ensure_tiny("clip")), None
+        self.clip = ClipScorer(model, pretrained, device=device, batch_size=batch_size)
+
+    def score(self, prompts: list[str], images: list[Image.Image], records: list[dict]) -> list[float]:
+        return self.clip.score(list(images), list(prompts))
+
+
+def get_scorer(scorer, **settings):
+    """A scorer instance from a `SCORERS` name (with constructor settings) or an instance as is."""
+    if not isinstance(scorer, str):
+        if settings:
+            raise ValueError("scorer settings are for a scorer given by name, not an instance")
+        return scorer
+    if scorer not in SCORERS:
+        raise ValueError(f"unknown scorer {scorer!r}; known: {', '.join(sorted(SCORERS))}")
+    try:
+        return SCORERS[scorer](**settings)
+    except TypeError as e:
+        raise ValueError(f"scorer {scorer!r} does not take settings {sorted(settings)}: {e}") from None
+
+
+@dataclass
+class Pair:
+    """Two images of one sample key from runs `i` < `j`, with the scorer's labels."""
+
+    key: str
+    prompt: str
+    seed: int
+    model_0: str
+    model_1: str
+    jpg_0: bytes
+    jpg_1: bytes
+    label_0: float
+    label_1: float
+    score_0: float
+    score_1: float
+    i: int = 0
+    j: int = 1
+
+    @property
+    def pair_key(self) -> str:
+        return f"{self.key}-{self.i}-{self.j}"
+
+    @property
+    def is_tie(self) -> bool:
+        return self.label_0 == self.label_1
+
+
+class Pairs(list):
+    """The pairs `build_pairs` made, with what made them (runs, scorer, margin) and what it skipped."""
+
+    def __init__(self, pairs=(), runs=(), scorer: str = "", scorer_settings: dict | None = None,
+                 min_margin: float = 0.0, skipped_by_margin: int = 0, skipped_not_ok: int = 0, keys: int = 0):
+        super().__init__(pairs)
+        self.runs = [list(r) for r in runs]
+        self.scorer, self.scorer_settings, self.min_margin = scorer, scorer_settings or {}, min_margin
+        self.skipped_by_margin, self.skipped_not_ok, self.keys = skipped_by_margin, skipped_not_ok, keys
+
+
+def _fs(url: str, what: str):
+    try:
+        fs, root = fsspec.core.url_to_fs(url)
+    except (ValueError, ImportError) as e:
+        raise ValueError(f"{what} {url} is not a usable fsspec URL: {e}") from None
+    return fs, root.rstrip("/") or "/"
+
+
+def _join(base: str, rel: str) -> str:
+    return rel if "://" in rel or rel.startswith("/") else f"{base.rstrip('/')}/{rel}"
+
+
+def _basename(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1] or url
+
+
+def _read_sweep(sweep: str) -> dict:
+    fs, root = _fs(sweep, "sweep")
+    path = f"{root}/{SWEEP}"
+    if not fs.exists(path):
+        raise ValueError(f"{sweep} is not a sweep directory (no {SWEEP}); pass run directories instead")
+    try:
+        with fs.open(path, "rb") as f:
+            data = json.loads(f.read())
+        points = data["points"]
+        return {p["name"]: _join(sweep, p["dir"]) for p in points}
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{sweep}/{SWEEP} is not a sweep manifest with points [{{name, dir}}, ...]: {e}") from None
+
+
+def _is_sweep(url: str) -> bool:
+    fs, root = _fs(url, "run")
+    return fs.exists(f"{root}/{SWEEP}")
+
+
+def resolve_runs(paths_or_sweep, points=None) -> list[tuple[str, str]]:
+    """[(name, dir)] from run directories (names: their basenames, made unique) or from one sweep
+    directory (names: its point names; `points` picks some, default all, in sweep order)."""
+    if isinstance(paths_or_sweep, (str, bytes)) or hasattr(paths_or_sweep, "__fspath__"):
+        paths = [str(paths_or_sweep)]
+    else:
+        paths = [str(p) for p in paths_or_sweep]
+    if isinstance(points, str):
+        points = [p for p in points.split(",") if p]
+    if len(paths) == 1 and (points is not None or _is_sweep(paths[0])):
+        available = _read_sweep(paths[0])
+        chosen = list(available) if points is None else list(points)
+        unknown = [p for p in chosen if p not in available]
+        if unknown:
+            raise ValueError(f"sweep {paths[0]} has no point(s) {', '.join(unknown)}; "
+                             f"its points: {', '.join(available)}")
+        if len(set(chosen)) != len(chosen):
+            raise ValueError(f"points {chosen} name a point twice; name each once")
+        return [(name, available[name]) for name in chosen]
+    if points is not None:
+        raise ValueError("points are for a single sweep directory, not a list of run directories")
+    runs, used = [], set()
+    for path in paths:
+        base = name = _basename(path)
+        n = 1
+        while name in used:
+            n += 1
+            name = f"{base}-{n}"
+        used.add(name)
+        runs.append((name, path))
+    return runs
+
+
+def _load_index(name: str, url: str) -> dict[str, dict]:
+    """{key: index row, with `record` parsed} of one run, in the index's order."""
+    fs, root = _fs(url, f"run {name}")
+    index = f"{root}/index.parquet"
+    if not fs.exists(index):
+        raise ValueError(f"run {name} ({url}) has no index.parquet; pass the --out of a finished "
+                         f"jobs/generate.py run")
+    with fs.open(index, "rb") as f:
+        rows = pq.read_table(f).to_pylist()
+    table = {}
+    for row in rows:
+        row["record"] = json.loads(row["record"]) if row.get("record") else {}
+        table[row["key"]] = row
+    return table
+
+
+def _load_images(name: str, url: str, table: dict[str, dict]) -> dict[str, bytes]:
+    """{key: image bytes} of the run's ok samples, read from its shards."""
+    fs, root = _fs(url, f"run {name}")
+    wanted = {k for k, r in table.items() if r["status"] == "ok"}
+    images: dict[str, bytes] = {}
+    for shard in sorted({table[k]["shard"] for k in wanted}):
+        with fs.open(f"{root}/shard-{shard:05d}.tar", "rb") as f, tarfile.open(fileobj=f) as tar:
+            for member in tar:
+                key, _, ext = member.name.partition(".")
+                if key in wanted and ext in IMAGE_EXTS:
+                    images[key] = tar.extractfile(member).read()
+    missing = sorted(wanted - set(images))
+    if missing:
+        raise ValueError(f"run {name} ({url}): the index lists {missing[0]} as ok but its shard has "
+                         f"no image for it; rerun jobs/generate.py with --resume into that directory")
+    return images
+
+
+def _check_same_samples(names: list[str], tables: list[dict[str, dict]]) -> None:
+    base = tables[0]
+    for name, table in zip(names[1:], tables[1:]):
+        differ = sorted(set(base) ^ set(table))
+        if differ:
+            key = differ[0]
+            where = names[0] if key in base else name
+            detail = f"{key!r} is only in run {where}"
+        else:
+            detail = None
+            for key in base:
+                a, b = base[key], table[key]
+                if a["prompt"] != b["prompt"]:
+                    detail = f"{key!r} has prompt {a['prompt']!r} vs {b['prompt']!r}"
+                elif a["seed"] != b["seed"]:
+                    detail = f"{key!r} has seed {a['seed']} vs {b['seed']}"
+                if detail:
+                    break
+        if detail:
+            raise ValueError(f"pairs need runs over the same prompts and seeds: runs {names[0]} and "
+                             f"{name} differ, e.g. key {detail}")
+
+
+def _open_image(data: bytes, run: str, key: str) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"run {run}: the image of {key} does not decode: {e}") from None
+    return image
+
+
+def _score_run(scorer, name: str, keys: list[str], table: dict, images: list) -> list[float]:
+    prompts = [table[k]["prompt"] for k in keys]
+    records = [dict(table[k]["record"], id=k) for k in keys]
+    try:
+        scores = scorer.score(prompts, images, records)
+    except MissingScore as e:
+        raise ValueError(f"run {name} has no {e.field} for {e.key}; {e.hint}") from None
+    scores = list(scores)
+    if len(scores) != len(keys):
+        raise ValueError(f"scorer {scorer.name!r} returned {len(scores)} scores for {len(keys)} images "
+                         f"of run {name}; it must return one per image")
+    for key, s in zip(keys, scores):
+        if not isinstance(s, (int, float)) or not math.isfinite(s):
+            raise ValueError(f"scorer {scorer.name!r} gave run {name} key {key} the score {s!r}; "
+                             f"scores must be finite numbers")
+    return [float(s) for s in scores]
+
+
+def build_pairs(runs, scorer, min_margin: float = 0.0) -> Pairs:
+    """Pairs over every key and every two runs (i < j) of `runs` ([(name, dir)], see `resolve_runs`),
+    scored by `scorer` (a `SCORERS` name or instance); see the module docstring for the labels."""
+    runs = [(str(n), str(d)) for n, d in runs]
+    if len(runs) < 2:
+        raise ValueError(f"pairs need at least two runs, got {len(runs)}; pass two or more run "
+                         f"directories or a sweep with two or more points")
+    names = [n for n, _ in runs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"run names must be unique, got {names}")
+    if not isinstance(min_margin, (int, float)) or not math.isfinite(min_margin) or min_margin < 0:
+        raise ValueError(f"min_margin must be a number >= 0, got {min_margin!r}")
+    scorer = get_scorer(scorer)
+    tables = [_load_index(n, d) for n, d in runs]
+    _check_same_samples(names, tables)
+    order = list(tables[0])
+    jpegs, scores = [], []
+    for (name, url), table in zip(runs, tables):
+        raw = _load_images(name, url, table)
+        keys = [k for k in order if k in raw]
+        jpeg, run_scores = {}, {}
+        for start in range(0, len(keys), SCORE_CHUNK):  # bounds the decoded images held at once
+            chunk = keys[start:start + SCORE_CHUNK]
+            images = [_open_image(raw[k], name, k) for k in chunk]
+            for key, image in zip(chunk, images):
+                jpeg[key] = raw[key] if image.format == "JPEG" else encode_image(image, "jpg", JPEG_QUALITY)
+            run_scores.update(zip(chunk, _score_run(scorer, name, chunk, table, images)))
+        jpegs.append(jpeg)
+        scores.append(run_scores)
+    pairs, skipped_margin, skipped_not_ok = [], 0, 0
+    for key in order:
+        row = tables[0][key]
+        for i in range(len(runs)):
+            for j in range(i + 1, len(runs)):
+                if key not in scores[i] or key not in scores[j]:
+                    skipped_not_ok += 1
+                    continue
+                s0, s1 = scores[i][key], scores[j][key]
+                if abs(s0 - s1) < min_margin:
+                    skipped_margin += 1
+                    continue
+                if abs(s0 - s1) <= TIE_EPS:
+                    labels = (0.5, 0.5)
+                else:
+                    labels = (1.0, 0.0) if s0 > s1 else (0.0, 1.0)
+                pairs.append(Pair(key=key, prompt=row["prompt"], seed=int(row["seed"]), model_0=names[i],
+                                  model_1=names[j], jpg_0=jpegs[i][key], jpg_1=jpegs[j][key],
+                                  label_0=labels[0], label_1=labels[1], score_0=s0, score_1=s1, i=i, j=j))
+    return Pairs(pairs, runs=runs, scorer=scorer.name, scorer_settings=getattr(scorer, "settings", None),
+                 min_margin=float(min_margin), skipped_by_margin=skipped_margin, skipped_not_ok=skipped_not_ok,
+                 keys=len(order))
+
+
+def label_text(label: float) -> str:
+    """1.0 -> "1", 0.0 -> "0", 0.5 -> "0.5"."""
+    return f"{label:g}"
+
+
+def _uid(model: str, key: str) -> str:
+    return f"{model}/{key}"
+
+
+def _pair_json(pair: Pair, scorer: str) -> bytes:
+    return record_json({
+        "key": pair.key, "pair_key": pair.pair_key, "prompt": pair.prompt, "seed": pair.seed,
+        "model_0": pair.model_0, "model_1": pair.model_1, "score_0": pair.score_0, "score_1": pair.score_1,
+        "label_0": pair.label_0, "label_1": pair.label_1, "scorer": scorer,
+    }).encode()
+
+
+def _write_tar(f, pairs: list[Pair], scorer: str) -> None:
+    with tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for pair in pairs:
+            members = [("original_prompt.txt", pair.prompt.encode()), ("jpg_0.jpg", pair.jpg_0),
+                       ("jpg_1.jpg", pair.jpg_1), ("label_0.txt", label_text(pair.label_0).encode()),
+                       ("label_1.txt", label_text(pair.label_1).encode()), ("json", _pair_json(pair, scorer))]
+            for ext, data in members:
+                info = tarfile.TarInfo(f"{pair.pair_key}.{ext}")
+                info.size, info.mtime, info.mode = len(data), 0, 0o644
+                tar.addfile(info, io.BytesIO(data))
+
+
+def _parquet_rows(pairs: list[Pair], start: int, per_prompt: Counter) -> list[dict]:
+    rows = []
+    for n, pair in enumerate(pairs, start):
+        uid_0, uid_1 = _uid(pair.model_0, pair.key), _uid(pair.model_1, pair.key)
+        best = "" if pair.is_tie else (uid_0 if pair.label_0 > pair.label_1 else uid_1)
+        rows.append({
+            "caption": pair.prompt, "jpg_0": pair.jpg_0, "jpg_1": pair.jpg_1,
+            "label_0": pair.label_0, "label_1": pair.label_1, "model_0": pair.model_0, "model_1": pair.model_1,
+            "image_0_uid": uid_0, "image_1_uid": uid_1, "best_image_uid": best,
+            "are_different": True, "has_label": True, "ranking_id": n,
+            "num_example_per_prompt": per_prompt[pair.prompt],
+            "score_0": pair.score_0, "score_1": pair.score_1, "seed": pair.seed, "key": pair.pair_key,
+        })
+    return rows
+
+
+class _Out:
+    """OUT of `write_pairs`: files land whole (temp name under `_tmp/`, then a move)."""
+
+    OURS = ("pairs-*.tar", PAIRS_PARQUET, PAIRS_MANIFEST, "_tmp")
+
+    def __init__(self, url: str):
+        self.url = url
+        self.fs, self.root = _fs(url, "--out")
+
+    def path(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def check(self) -> None:
+        if not self.fs.exists(self.root):
+            return
+        names = [posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.root, detail=False)]
+        foreign = [n for n in names if n not in (PAIRS_PARQUET, PAIRS_MANIFEST, "_tmp")
+                   and not (n.startswith("pairs-") and n.endswith(".tar"))]
+        if foreign:
+            raise ValueError(f"--out {self.url} holds other files ({', '.join(sorted(foreign)[:3])}); "
+                             f"write pairs into an empty or new directory")
+
+    def open_tmp(self, name: str):
+        tmp = self.path(f"_tmp/{uuid.uuid4().hex}-{name}")
+        self.fs.makedirs(self.path("_tmp"), exist_ok=True)
+        return tmp, self.fs.open(tmp, "wb")
+
+    def commit(self, tmp: str, name: str) -> None:
+        self.fs.mv(tmp, self.path(name))
+
+
+def write_pairs(pairs, out_url: str, samples_per_shard: int = 1000) -> dict:
+    """Write `pairs` (from `build_pairs`) into `out_url` as WebDataset shards, `pairs.parquet` and
+    `pairs_manifest.json`; returns the manifest."""
+    if isinstance(samples_per_shard, bool) or not isinstance(samples_per_shard, int) or samples_per_shard < 1:
+        raise ValueError(f"samples_per_shard must be a positive int, got {samples_per_shard!r}")
+    out = _Out(str(out_url))
+    out.check()
+    meta, pairs = pairs, list(pairs)
+    scorer = getattr(meta, "scorer", "")
+    try:
+        out.fs.makedirs(out.root, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {out.url} is not writable: {e}") from None
+    per_prompt = Counter(p.prompt for p in pairs)
+    chunks = [pairs[s:s + samples_per_shard] for s in range(0, len(pairs), samples_per_shard)]
+    shard_names = [f"pairs-{n:05d}.tar" for n in range(len(chunks))]
+    for name, chunk in zip(shard_names, chunks):
+        tmp, f = out.open_tmp(name)
+        with f:
+            _write_tar(f, chunk, scorer)
+        out.commit(tmp, name)
+    for stale in out.fs.glob(out.path("pairs-*.tar")):
+        if posixpath.basename(stale) not in shard_names:
+            out.fs.rm(stale)
+    tmp, f = out.open_tmp(PAIRS_PARQUET)
+    with f, pq.ParquetWriter(f, PAIRS_SCHEMA) as writer:
+        for n, chunk in enumerate(chunks or [[]]):
+            rows = _parquet_rows(chunk, n * samples_per_shard, per_prompt)
+            writer.write_table(pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA))
+    out.commit(tmp, PAIRS_PARQUET)
+    manifest = {
+        "inputs": {"runs": [{"name": n, "dir": d} for n, d in getattr(meta, "runs", [])], "scorer": scorer,
+                   "scorer_settings": getattr(meta, "scorer_settings", {}),
+                   "min_margin": getattr(meta, "min_margin", None)},
+        "counts": {"pairs": len(pairs), "ties": sum(p.is_tie for p in pairs),
+                   "skipped_by_margin": getattr(meta, "skipped_by_margin", 0),
+                   "skipped_not_ok": getattr(meta, "skipped_not_ok", 0), "sample_keys": getattr(meta, "keys", None),
+                   "shards": len(shard_names)},
+        "samples_per_shard": samples_per_shard,
+        "shards": shard_names,
+    }
+    tmp, f = out.open_tmp(PAIRS_MANIFEST)
+    with f:
+        f.write(json.dumps(manifest, indent=1, sort_keys=True).encode())
+    out.commit(tmp, PAIRS_MANIFEST)
+    if out.fs.exists(out.path("_tmp")):
+        out.fs.rm(out.path("_tmp"), recursive=True)
+    return manifest

@@ -1,0 +1,527 @@
+"""Reports over finished runs and sweeps: summary and paired-comparison tables, plots, contact sheets.
+
+A run directory is what `jobs/generate.py` writes (shards, `index.parquet`, `manifest.json`); a
+sweep directory holds `sweep.json` (`{"name", "baseline", "points": [{"name", "overrides", "dir"}]}`)
+and one run directory per grid point. Every point uses the same prompts and seeds, so samples pair
+up by key across points. All functions take local paths.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from jinja2 import Environment
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+from scipy import stats
+
+SWEEP = "sweep.json"
+MANIFEST = "manifest.json"
+INDEX = "index.parquet"
+IMAGE_EXTS = ("png", "jpg", "webp")
+# Record fields copied into the index frame, under these column names.
+RECORD_FIELDS = {
+    "nfe": "nfe", "seconds": "seconds", "guidance_scale": "guidance_scale",
+    "dns_guidance_scale": "dns_guidance_scale", "guidance_rescale": "guidance_rescale",
+    "num_inference_steps": "steps", "scheduler": "scheduler", "model": "model", "height": "height",
+    "width": "width", "negative_prompt": "negative_prompt", "empty_negative": "empty_negative",
+    "dns_clip_score": "dns_clip_score", "np_seed": "np_seed", "captions": "captions", "cnp_every": "cnp_every",
+}
+SUMMARY_STATS = ["n", "failures", "clip_mean", "clip_ci_low", "clip_ci_high", "nfe_mean", "seconds_per_image"]
+COMPARISON_COLUMNS = {
+    "point": "object", "baseline": "object", "n_pairs": "int64", "wins": "int64", "losses": "int64",
+    "ties": "int64", "win_rate": "float64", "p_value": "float64", "mean_delta": "float64",
+}
+CONFIDENCE = 0.95
+TILE = 160  # contact-sheet cell size in pixels
+GAP = 4
+PROMPTS_PER_SHEET = 24
+
+
+@dataclass
+class RunData:
+    """One run (a sweep point or a plain run): its index with the record fields expanded."""
+
+    name: str
+    dir: Path
+    overrides: dict
+    config: dict
+    manifest: dict
+    index: pd.DataFrame
+    _members: dict | None = field(default=None, init=False, repr=False, compare=False)
+
+    def members(self) -> dict[str, dict[str, tuple[Path, int, int]]]:
+        """{key: {ext: (shard path, data offset, size)}} over the run's shards (read once, cached)."""
+        if self._members is None:
+            members: dict[str, dict[str, tuple[Path, int, int]]] = {}
+            for shard in sorted(self.dir.glob("shard-*.tar")):
+                with tarfile.open(shard) as tar:
+                    for m in tar.getmembers():
+                        if m.isfile() and "." in m.name:
+                            key, ext = m.name.split(".", 1)
+                            members.setdefault(key, {})[ext] = (shard, m.offset_data, m.size)
+            self._members = members
+        return self._members
+
+    def _read(self, key: str, exts) -> bytes | None:
+        files = self.members().get(key, {})
+        for ext in exts:
+            if ext in files:
+                path, offset, size = files[ext]
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    return f.read(size)
+        return None
+
+    def image(self, key: str) -> bytes | None:
+        """The sample's image bytes, or None where the run holds none (a failed or unknown key)."""
+        return self._read(key, IMAGE_EXTS)
+
+    def dns_image(self, key: str) -> bytes | None:
+        """The sample's DNS image bytes (auto-dnp, cnp), or None."""
+        return self._read(key, [f"dns.{ext}" for ext in IMAGE_EXTS])
+
+    @property
+    def has_dns(self) -> bool:
+        return any(ext.startswith("dns.") for files in self.members().values() for ext in files)
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{what} {path} is not readable JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def expand_index(table: pd.DataFrame) -> pd.DataFrame:
+    """The index rows plus prompt_id and the useful record fields (nfe, seconds, steps, answer.k, ...)."""
+    df = table.reset_index(drop=True).copy()
+    records = [json.loads(r) if isinstance(r, str) and r else {} for r in df["record"]]
+    for src, name in RECORD_FIELDS.items():
+        df[name] = pd.Series([r.get(src) for r in records], index=df.index, dtype=object).infer_objects()
+    for section in ("answer", "metadata"):
+        keys = dict.fromkeys(k for r in records for k, v in (r.get(section) or {}).items()
+                             if not isinstance(v, (list, dict)))
+        for k in keys:
+            df[f"{section}.{k}"] = pd.Series([(r.get(section) or {}).get(k) for r in records],
+                                             index=df.index, dtype=object).infer_objects()
+    df["prompt_id"] = [key[: -len(f"_{seed}")] if key.endswith(f"_{seed}") else key
+                       for key, seed in zip(df["key"], df["seed"])]
+    return df
+
+
+def load_run(path, name: str | None = None, overrides: dict | None = None) -> RunData:
+    """A finished run directory (manifest.json + index.parquet) as RunData."""
+    root = Path(path)
+    if not (root / MANIFEST).is_file() or not (root / INDEX).is_file():
+        raise ValueError(f"{root} is not a finished dnp_batch run (no {MANIFEST} + {INDEX}); "
+                         f"finish or resume its run (jobs/generate.py --resume) first")
+    manifest = _read_json(root / MANIFEST, "run manifest")
+    index = expand_index(pd.read_parquet(root / INDEX))
+    return RunData(name or root.resolve().name, root, dict(overrides or {}), manifest.get("config") or {},
+                   manifest, index)
+
+
+def read_sweep(path) -> dict:
+    """`sweep.json`, checked: a points list of {name, dir, overrides?} with unique names, and a
+    baseline that is one of them (or absent)."""
+    file = Path(path) / SWEEP
+    sweep = _read_json(file, "sweep file")
+    points = sweep.get("points")
+    if not isinstance(points, list) or not points:
+        raise ValueError(f"sweep file {file} has no points; expected \"points\": [{{\"name\", \"dir\", ...}}]")
+    names = []
+    for n, point in enumerate(points, start=1):
+        if not isinstance(point, dict) or not point.get("name") or not point.get("dir"):
+            raise ValueError(f"sweep file {file}: point #{n} needs a name and a dir, got {point!r}")
+        if not isinstance(point.get("overrides") or {}, dict):
+            raise ValueError(f"sweep file {file}: point {point['name']!r} overrides must be an object")
+        names.append(point["name"])
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"sweep file {file}: duplicate point names {duplicates}; give each point its own name")
+    baseline = sweep.get("baseline")
+    if baseline is not None and baseline not in names:
+        raise ValueError(f"sweep file {file}: baseline {baseline!r} is not a point; use one of {names}")
+    return sweep
+
+
+def load_runs(path) -> tuple[dict[str, RunData], str | None]:
+    """A sweep (one RunData per point, in sweep order, and its baseline) or a single run (baseline None)."""
+    root = Path(path)
+    if (root / SWEEP).is_file():
+        sweep = read_sweep(root)
+        runs = {}
+        for point in sweep["points"]:
+            run_dir = root / point["dir"]
+            try:
+                runs[point["name"]] = load_run(run_dir, point["name"], point.get("overrides"))
+            except ValueError as e:
+                raise ValueError(f"sweep point {point['name']!r}: {e}") from None
+        return runs, sweep.get("baseline")
+    if (root / MANIFEST).is_file() and (root / INDEX).is_file():
+        run = load_run(root)
+        return {run.name: run}, None
+    raise ValueError(f"{path} is not a dnp_batch run or sweep (no {SWEEP} or {MANIFEST} + {INDEX}); "
+                     f"pass the --out directory of a finished jobs/generate.py run or sweep")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    """{"answer": {"k": 3}} -> {"answer.k": 3}; dotted keys stay as they are."""
+    flat = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def _param_columns(runs: dict[str, RunData]) -> list[str]:
+    """The overridden parameters besides method and guidance_scale, in order of first appearance."""
+    keys = dict.fromkeys(k for run in runs.values() for k in _flatten(run.overrides))
+    return [k for k in keys if k not in ("method", "guidance_scale")]
+
+
+def t_interval(values) -> tuple[float, float, float]:
+    """(mean, low, high): the 95% Student-t interval of the mean; NaN bounds with fewer than 2 values."""
+    x = np.asarray(values, dtype=float)
+    if len(x) == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, math.nan, math.nan
+    sem = float(stats.sem(x))
+    if sem == 0:
+        return mean, mean, mean
+    low, high = stats.t.interval(CONFIDENCE, len(x) - 1, loc=mean, scale=sem)
+    return mean, float(low), float(high)
+
+
+def summarize(runs: dict[str, RunData]) -> pd.DataFrame:
+    """One row per point: its parameters, sample and failure counts, mean CLIP score with its 95%
+    t-interval, mean NFE and seconds per image (over ok samples)."""
+    params = _param_columns(runs)
+    rows = []
+    for name, run in runs.items():
+        df = run.index
+        ok = df[df["status"] == "ok"]
+        flat_config, flat_overrides = _flatten(run.config), _flatten(run.overrides)
+        mean, low, high = t_interval(ok["clip_score"].dropna())
+        row = {"point": name,
+               "method": flat_overrides.get("method", run.config.get("method")),
+               "guidance_scale": flat_overrides.get("guidance_scale", run.config.get("guidance_scale"))}
+        row.update({p: flat_overrides.get(p, flat_config.get(p)) for p in params})
+        row.update(n=len(ok), failures=int((df["status"] != "ok").sum()), clip_mean=mean, clip_ci_low=low,
+                   clip_ci_high=high, nfe_mean=float(ok["nfe"].astype(float).mean()) if len(ok) else math.nan,
+                   seconds_per_image=float(ok["seconds"].astype(float).mean()) if len(ok) else math.nan)
+        rows.append(row)
+    summary = pd.DataFrame(rows, columns=["point", "method", "guidance_scale", *params, *SUMMARY_STATS])
+    summary["guidance_scale"] = pd.to_numeric(summary["guidance_scale"], errors="coerce")
+    return summary
+
+
+def _scores(run: RunData) -> pd.Series:
+    df = run.index
+    ok = df[(df["status"] == "ok") & df["clip_score"].notna()]
+    return pd.Series(ok["clip_score"].to_numpy(float), index=ok["key"].to_numpy())
+
+
+def compare(runs: dict[str, RunData], baseline: str | None) -> pd.DataFrame:
+    """Each point against the baseline, paired by sample key (scored and ok in both): wins, losses and
+    ties on CLIP score, win rate over decided pairs, the sign test's two-sided p-value, mean delta.
+    Empty without a baseline; the baseline's own row is left out."""
+    if baseline is not None and baseline not in runs:
+        raise ValueError(f"baseline {baseline!r} is not a point; use one of {list(runs)}")
+    rows = []
+    if baseline is not None:
+        base = _scores(runs[baseline])
+        for name, run in runs.items():
+            if name == baseline:
+                continue
+            pairs = pd.concat([_scores(run), base], axis=1, join="inner", keys=["point", "baseline"])
+            delta = pairs["point"] - pairs["baseline"]
+            wins, losses = int((delta > 0).sum()), int((delta < 0).sum())
+            decided = wins + losses
+            rows.append({
+                "point": name, "baseline": baseline, "n_pairs": len(pairs), "wins": wins, "losses": losses,
+                "ties": int((delta == 0).sum()),
+                "win_rate": wins / decided if decided else math.nan,
+                "p_value": float(stats.binomtest(wins, decided, 0.5).pvalue) if decided else math.nan,
+                "mean_delta": float(delta.mean()) if len(delta) else math.nan,
+            })
+    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS)).astype(COMPARISON_COLUMNS)
+
+
+def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """Object columns mixing types (override values) as JSON text, so Parquet can hold them."""
+    out = df.copy()
+    for col in out.columns[out.dtypes == object]:
+        kinds = {type(v) for v in out[col] if v is not None and not (isinstance(v, float) and math.isnan(v))}
+        if len(kinds) > 1 or kinds - {str}:
+            out[col] = [None if v is None else json.dumps(v, default=str) for v in out[col]]
+    return out
+
+
+def _write_tables(summary: pd.DataFrame, comparison: pd.DataFrame, out_dir) -> list[Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, df in (("summary", summary), ("comparison", comparison)):
+        _parquet_safe(df).to_parquet(out / f"{name}.parquet", index=False)
+        df.to_csv(out / f"{name}.csv", index=False)
+        paths += [out / f"{name}.parquet", out / f"{name}.csv"]
+    return paths
+
+
+def write_tables(runs: dict[str, RunData], out_dir, baseline: str | None) -> list[Path]:
+    """summary.parquet/.csv and comparison.parquet/.csv in out_dir; returns their paths."""
+    return _write_tables(summarize(runs), compare(runs, baseline), out_dir)
+
+
+def _series_label(row: pd.Series, params: list[str]) -> str:
+    extra = ", ".join(f"{p}={row[p]}" for p in params if p != "guidance_scale")
+    return f"{row['method']} ({extra})" if extra else str(row["method"])
+
+
+def plot_clip_vs_guidance(summary: pd.DataFrame, path) -> Path:
+    """Mean CLIP score against guidance scale, one line per method (and other parameters), 95% CI bars."""
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.add_subplot()
+    params = [c for c in summary.columns if c not in ("point", "method", "guidance_scale", *SUMMARY_STATS)]
+    data = summary.dropna(subset=["clip_mean", "guidance_scale"])
+    if data.empty:
+        ax.text(0.5, 0.5, "no CLIP scores", ha="center", va="center", transform=ax.transAxes)
+    labels = data.apply(lambda r: _series_label(r, params), axis=1) if len(data) else pd.Series(dtype=str)
+    for label in dict.fromkeys(labels):
+        part = data[labels == label].sort_values("guidance_scale")
+        yerr = np.nan_to_num(np.vstack([part["clip_mean"] - part["clip_ci_low"],
+                                        part["clip_ci_high"] - part["clip_mean"]]))
+        ax.errorbar(part["guidance_scale"], part["clip_mean"], yerr=yerr, marker="o", capsize=3, label=label)
+    ax.set_xlabel("guidance scale w")
+    ax.set_ylabel(f"CLIP score (mean, {CONFIDENCE:.0%} CI)")
+    ax.set_title("CLIP score vs guidance scale")
+    ax.grid(alpha=0.3)
+    if len(data):
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)
+
+
+def plot_clip_vs_nfe(summary: pd.DataFrame, path) -> Path:
+    """Mean CLIP score against mean NFE per image, one labelled point per grid point."""
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.add_subplot()
+    data = summary.dropna(subset=["clip_mean", "nfe_mean"])
+    if data.empty:
+        ax.text(0.5, 0.5, "no CLIP scores", ha="center", va="center", transform=ax.transAxes)
+    for method in dict.fromkeys(data["method"]):
+        part = data[data["method"] == method]
+        yerr = np.nan_to_num(np.vstack([part["clip_mean"] - part["clip_ci_low"],
+                                        part["clip_ci_high"] - part["clip_mean"]]))
+        ax.errorbar(part["nfe_mean"], part["clip_mean"], yerr=yerr, fmt="o", capsize=3, label=str(method))
+    for _, row in data.iterrows():
+        ax.annotate(str(row["point"]), (row["nfe_mean"], row["clip_mean"]), textcoords="offset points",
+                    xytext=(4, 4), fontsize="small")
+    ax.set_xlabel("NFE per image (mean)")
+    ax.set_ylabel(f"CLIP score (mean, {CONFIDENCE:.0%} CI)")
+    ax.set_title("CLIP score vs cost")
+    ax.grid(alpha=0.3)
+    if len(data):
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)
+
+
+def _font() -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=13)
+    except (TypeError, OSError, ImportError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    """Text cut (with '..') to fit width pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "..", font=font) > width:
+        text = text[:-1]
+    return text + ".."
+
+
+def sheet_columns(runs: dict[str, RunData]) -> list[tuple[str, RunData, bool]]:
+    """(label, run, is_dns) per contact-sheet column: each point, then its DNS images where it has them."""
+    columns = []
+    for name, run in runs.items():
+        columns.append((name, run, False))
+        if run.has_dns:
+            columns.append((f"{name} DNS", run, True))
+    return columns
+
+
+def sheet_rows(runs: dict[str, RunData]) -> tuple[int | None, list[str]]:
+    """(seed, prompt ids): the smallest seed in any run, and the prompts that have it, in index order."""
+    frames = [run.index for run in runs.values() if len(run.index)]
+    if not frames:
+        return None, []
+    seed = int(min(df["seed"].min() for df in frames))
+    ids = dict.fromkeys(pid for df in frames for pid in df.loc[df["seed"] == seed, "prompt_id"])
+    return seed, list(ids)
+
+
+def _cell(run: RunData, key: str, is_dns: bool, tile: int, font) -> Image.Image:
+    data = run.dns_image(key) if is_dns else run.image(key)
+    if data is not None:
+        with Image.open(io.BytesIO(data)) as im:
+            im = im.convert("RGB")
+            method = Image.Resampling.NEAREST if max(im.size) < tile else Image.Resampling.LANCZOS
+            return ImageOps.pad(im, (tile, tile), method=method, color=(255, 255, 255))
+    cell = Image.new("RGB", (tile, tile), (220, 220, 220))
+    status = run.index.loc[run.index["key"] == key, "status"]
+    text = "failed" if (status == "failed").any() else "missing"
+    ImageDraw.Draw(cell).text((tile // 2, tile // 2), text, fill=(120, 0, 0), font=font, anchor="mm")
+    return cell
+
+
+def contact_sheets(runs: dict[str, RunData], out_dir, prompts_per_sheet: int = PROMPTS_PER_SHEET,
+                   tile: int = TILE) -> list[Path]:
+    """PNG grids of one seed (the smallest): rows = prompts, columns = points (and their DNS images),
+    at most prompts_per_sheet rows per sheet. Returns the sheets' paths (contact-seedS-NN.png)."""
+    if prompts_per_sheet < 1:
+        raise ValueError(f"prompts_per_sheet must be >= 1, got {prompts_per_sheet}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("contact-*.png"):
+        old.unlink()
+    seed, ids = sheet_rows(runs)
+    columns = sheet_columns(runs)
+    font = _font()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    ascent, descent = font.getmetrics() if hasattr(font, "getmetrics") else (11, 2)
+    top = ascent + descent + 2 * GAP
+    left = min(int(max((probe.textlength(pid, font=font) for pid in ids), default=0)), 2 * tile) + 2 * GAP
+    paths = []
+    for n, start in enumerate(range(0, len(ids), prompts_per_sheet), start=1):
+        chunk = ids[start:start + prompts_per_sheet]
+        sheet = Image.new("RGB", (left + len(columns) * (tile + GAP), top + len(chunk) * (tile + GAP)), "white")
+        draw = ImageDraw.Draw(sheet)
+        for c, (label, _, _) in enumerate(columns):
+            draw.text((left + c * (tile + GAP), GAP), _fit(draw, label, font, tile), fill="black", font=font)
+        for r, pid in enumerate(chunk):
+            y = top + r * (tile + GAP)
+            draw.text((GAP, y + tile // 2), _fit(draw, pid, font, left - 2 * GAP), fill="black", font=font,
+                      anchor="lm")
+            for c, (_, run, is_dns) in enumerate(columns):
+                sheet.paste(_cell(run, f"{pid}_{seed}", is_dns, tile, font), (left + c * (tile + GAP), y))
+        path = out / f"contact-seed{seed}-{n:02d}.png"
+        sheet.save(path)
+        paths.append(path)
+    return paths
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _table(df: pd.DataFrame) -> dict:
+    return {"columns": list(df.columns), "rows": [[_fmt(v) for v in row] for row in df.itertuples(index=False)]}
+
+
+TEMPLATE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{{ title }}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
+tr.baseline td { background: #fff8dc; }
+.note { color: #666; font-size: 0.9em; }
+img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
+</style>
+</head>
+<body>
+<h1>{{ title }}</h1>
+<p class="note">{{ kind }} at <code>{{ path }}</code>: {{ summary.rows | length }} point(s){% if baseline %},
+baseline <b>{{ baseline }}</b>{% endif %}. CLIP intervals are {{ confidence }} Student-t intervals of the mean.</p>
+
+<h2>Summary</h2>
+{% macro table(t, highlight=None) %}
+<table>
+<tr>{% for c in t.columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for row in t.rows %}<tr{% if highlight and row[0] == highlight %} class="baseline"{% endif %}>
+{% for v in row %}<td>{{ v }}</td>{% endfor %}</tr>
+{% endfor %}
+</table>
+{% endmacro %}
+{{ table(summary, baseline) }}
+
+<h2>Paired comparison{% if baseline %} vs {{ baseline }}{% endif %}</h2>
+{% if comparison.rows %}
+<p class="note">Samples paired by key (ok and scored in both). Wins/losses/ties on CLIP score; win rate
+over decided pairs; p: two-sided sign test.</p>
+{{ table(comparison) }}
+{% else %}
+<p class="note">No comparison: {% if baseline %}no other points{% else %}no baseline (a single run, or a sweep
+without one){% endif %}.</p>
+{% endif %}
+
+<h2>Plots</h2>
+{% for plot in plots %}<img src="{{ plot }}" alt="{{ plot }}">
+{% endfor %}
+
+<h2>Contact sheets{% if seed is not none %} (seed {{ seed }}){% endif %}</h2>
+{% for sheet in sheets %}<div><img src="{{ sheet }}" alt="{{ sheet }}"></div>
+{% else %}<p class="note">No samples.</p>
+{% endfor %}
+
+<h2>Prompts</h2>
+{{ table(prompts) }}
+</body>
+</html>
+"""
+
+
+def write_report(path, out_dir=None) -> Path:
+    """Tables into `path`, and an HTML report with plots and contact sheets into `path/report/` (or
+    out_dir); returns the index.html path."""
+    runs, baseline = load_runs(path)
+    root = Path(path)
+    out = Path(out_dir) if out_dir is not None else root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    summary, comparison = summarize(runs), compare(runs, baseline)
+    _write_tables(summary, comparison, root)
+    plots = [plot_clip_vs_guidance(summary, out / "clip_vs_guidance.png"),
+             plot_clip_vs_nfe(summary, out / "clip_vs_nfe.png")]
+    sheets = contact_sheets(runs, out)
+    seed, _ = sheet_rows(runs)
+    is_sweep = (root / SWEEP).is_file()
+    title = (read_sweep(root).get("name") if is_sweep else None) or root.resolve().name
+    prompts = pd.concat([run.index[["prompt_id", "prompt"]] for run in runs.values()]).drop_duplicates("prompt_id")
+    html = Environment(autoescape=True).from_string(TEMPLATE).render(
+        title=title, kind="Sweep" if is_sweep else "Run", path=str(root), baseline=baseline,
+        confidence=f"{CONFIDENCE:.0%}", summary=_table(summary), comparison=_table(comparison),
+        plots=[p.name for p in plots], sheets=[s.name for s in sheets], seed=seed, prompts=_table(prompts),
+    )
+    index = out / "index.html"
+    index.write_text(html)
+    return index
