@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 import re
 import resource
 import shutil
@@ -107,12 +106,14 @@ def bench_ray_job(cfg, samples) -> tuple[float, float | None]:
     from dnp_batch.dag import run_ray
     from dnp_batch.job import run
 
+    per_shard = cfg.output.samples_per_shard
     written: list[tuple[float, int]] = []  # (time, samples so far) per shard written
 
     def log(msg: str) -> None:
-        m = re.match(r"shard \d+ written: (\d+)/", msg)
+        m = re.search(r"shard (\d+) written", msg)
         if m:
-            written.append((time.perf_counter(), int(m.group(1))))
+            size = min(per_shard, len(samples) - int(m.group(1)) * per_shard)
+            written.append((time.perf_counter(), (written[-1][1] if written else 0) + size))
         print(msg, file=sys.stderr, flush=True)
 
     out = tempfile.mkdtemp(prefix="dnp-bench-out-")
@@ -191,10 +192,11 @@ def throughput(args) -> None:
 # --- 2. memory -----------------------------------------------------------------------------------
 
 def _summarize(row: dict) -> dict:
-    """The trivial stage: unpack the shard row as `stages.unpack` does (inlined, so that Ray's
-    workers need not import torch) and return a tiny summary."""
-    samples, _ = pickle.loads(row["payload"])
-    return {"shard": int(row["shard"]), "n": len(samples)}
+    """The trivial stage: unpack the shard row and return a tiny summary."""
+    from dnp_batch.stages import unpack
+
+    shard, _cfg, _out, samples, _items = unpack(row)
+    return {"shard": shard, "n": len(samples)}
 
 
 def _object_store_mib(gcs_address: str) -> int | None:
@@ -214,6 +216,7 @@ def stream(n: int, per_shard: int) -> None:
     import ray
     import ray.data
 
+    from dnp_batch.config import load_config
     from dnp_batch.job import plan_shards
     from dnp_batch.prompts import expand_samples, read_prompts
     from dnp_batch.stages import new_row
@@ -230,7 +233,8 @@ def stream(n: int, per_shard: int) -> None:
         process_peak = _max_rss_mb()  # imports and Ray start-up
         baseline = _reset_peak_rss()
         samples = expand_samples(read_prompts(path), 1)
-        rows = [new_row(shard, s) for shard, s in plan_shards(samples, per_shard)]
+        cfg = load_config()
+        rows = [new_row(shard, cfg, tmp, s) for shard, s in plan_shards(samples, per_shard)]
         rows_mb = sum(len(r["payload"]) for r in rows) / 2**20
         del samples
         ds = ray.data.from_items(rows).map(_summarize)

@@ -34,7 +34,7 @@ import posixpath
 import tarfile
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import fsspec
 import pyarrow as pa
@@ -135,8 +135,8 @@ class Pair:
     seed: int
     model_0: str
     model_1: str
-    jpg_0: bytes
-    jpg_1: bytes
+    jpg_0: bytes = field(repr=False)
+    jpg_1: bytes = field(repr=False)
     label_0: float
     label_1: float
     score_0: float

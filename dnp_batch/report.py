@@ -334,6 +334,7 @@ def plot_clip_vs_nfe(summary: pd.DataFrame, path) -> Path:
     for _, row in data.iterrows():
         ax.annotate(str(row["point"]), (row["nfe_mean"], row["clip_mean"]), textcoords="offset points",
                     xytext=(4, 4), fontsize="small")
+    ax.margins(x=0.15)
     ax.set_xlabel("NFE per image (mean)")
     ax.set_ylabel(f"CLIP score (mean, {CONFIDENCE:.0%} CI)")
     ax.set_title("CLIP score vs cost")
@@ -391,7 +392,8 @@ def _cell(run: RunData, key: str, is_dns: bool, tile: int, font) -> Image.Image:
     cell = Image.new("RGB", (tile, tile), (220, 220, 220))
     status = run.index.loc[run.index["key"] == key, "status"]
     text = "failed" if (status == "failed").any() else "missing"
-    ImageDraw.Draw(cell).text((tile // 2, tile // 2), text, fill=(120, 0, 0), font=font, anchor="mm")
+    draw = ImageDraw.Draw(cell)
+    draw.text(((tile - draw.textlength(text, font=font)) // 2, tile // 2 - GAP), text, fill=(120, 0, 0), font=font)
     return cell
 
 
@@ -409,8 +411,8 @@ def contact_sheets(runs: dict[str, RunData], out_dir, prompts_per_sheet: int = P
     columns = sheet_columns(runs)
     font = _font()
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    ascent, descent = font.getmetrics() if hasattr(font, "getmetrics") else (11, 2)
-    top = ascent + descent + 2 * GAP
+    line = probe.textbbox((0, 0), "Ag", font=font)[3]
+    top = line + 2 * GAP
     left = min(int(max((probe.textlength(pid, font=font) for pid in ids), default=0)), 2 * tile) + 2 * GAP
     paths = []
     for n, start in enumerate(range(0, len(ids), prompts_per_sheet), start=1):
@@ -421,8 +423,8 @@ def contact_sheets(runs: dict[str, RunData], out_dir, prompts_per_sheet: int = P
             draw.text((left + c * (tile + GAP), GAP), _fit(draw, label, font, tile), fill="black", font=font)
         for r, pid in enumerate(chunk):
             y = top + r * (tile + GAP)
-            draw.text((GAP, y + tile // 2), _fit(draw, pid, font, left - 2 * GAP), fill="black", font=font,
-                      anchor="lm")
+            draw.text((GAP, y + (tile - line) // 2), _fit(draw, pid, font, left - 2 * GAP), fill="black",
+                      font=font)
             for c, (_, run, is_dns) in enumerate(columns):
                 sheet.paste(_cell(run, f"{pid}_{seed}", is_dns, tile, font), (left + c * (tile + GAP), y))
         path = out / f"contact-seed{seed}-{n:02d}.png"
@@ -455,6 +457,7 @@ table { border-collapse: collapse; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
 tr.baseline td { background: #fff8dc; }
+table.text td { text-align: left; }
 .note { color: #666; font-size: 0.9em; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 </style>
@@ -465,8 +468,8 @@ img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 baseline <b>{{ baseline }}</b>{% endif %}. CLIP intervals are {{ confidence }} Student-t intervals of the mean.</p>
 
 <h2>Summary</h2>
-{% macro table(t, highlight=None) %}
-<table>
+{% macro table(t, highlight=None, cls="") %}
+<table{% if cls %} class="{{ cls }}"{% endif %}>
 <tr>{% for c in t.columns %}<th>{{ c }}</th>{% endfor %}</tr>
 {% for row in t.rows %}<tr{% if highlight and row[0] == highlight %} class="baseline"{% endif %}>
 {% for v in row %}<td>{{ v }}</td>{% endfor %}</tr>
@@ -495,7 +498,7 @@ without one){% endif %}.</p>
 {% endfor %}
 
 <h2>Prompts</h2>
-{{ table(prompts) }}
+{{ table(prompts, cls="text") }}
 </body>
 </html>
 """
@@ -517,7 +520,7 @@ def write_report(path, out_dir=None) -> Path:
     is_sweep = (root / SWEEP).is_file()
     title = (read_sweep(root).get("name") if is_sweep else None) or root.resolve().name
     prompts = pd.concat([run.index[["prompt_id", "prompt"]] for run in runs.values()]).drop_duplicates("prompt_id")
-    html = Environment(autoescape=True).from_string(TEMPLATE).render(
+    html = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True).from_string(TEMPLATE).render(
         title=title, kind="Sweep" if is_sweep else "Run", path=str(root), baseline=baseline,
         confidence=f"{CONFIDENCE:.0%}", summary=_table(summary), comparison=_table(comparison),
         plots=[p.name for p in plots], sheets=[s.name for s in sheets], seed=seed, prompts=_table(prompts),

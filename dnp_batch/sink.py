@@ -54,10 +54,14 @@ class ShardSink:
         self.root = self.root.rstrip("/") or "/"
 
     @property
+    def protocols(self) -> set[str]:
+        protocol = self.fs.protocol
+        return {protocol} if isinstance(protocol, str) else set(protocol)
+
+    @property
     def is_local(self) -> bool:
         """Storage that only this machine (or process) sees: a local path or memory://."""
-        protocol = self.fs.protocol
-        return bool({"file", "local", "memory"} & set([protocol] if isinstance(protocol, str) else protocol))
+        return bool({"file", "local", "memory"} & self.protocols)
 
     def path(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
@@ -112,11 +116,11 @@ class ShardSink:
     def write_manifest(self, manifest: dict) -> None:
         self.put(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True, default=str).encode())
 
-    def has_foreign_files(self) -> bool:
+    def has_foreign_files(self, allowed: set[str] = frozenset()) -> bool:
         """OUT holds files that this sink did not write (then a new run refuses to start there)."""
         if not self.fs.exists(self.root):
             return False
-        ours = {MANIFEST, "index.parquet", "index", "_tmp", "negatives.jsonl"}
+        ours = {MANIFEST, "index.parquet", "index", "_tmp", "negatives.jsonl", *allowed}
         names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)]
         return any(n not in ours and not (n.startswith("shard-") and n.endswith(".tar")) for n in names)
 

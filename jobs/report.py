@@ -1,0 +1,36 @@
+"""Report on a finished run or sweep: tables, plots and contact sheets as one HTML page.
+
+    python jobs/report.py out/            # a run (jobs/generate.py --out) or a sweep (holds sweep.json)
+
+Writes summary.parquet/.csv and comparison.parquet/.csv into OUT, and OUT/report/index.html with
+its plots and contact sheets beside it; prints the index.html path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dnp_batch.report import write_report
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out", help="a run or sweep directory (local path)")
+    p.add_argument("--report-dir", help="where the HTML report goes (default OUT/report)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        index = write_report(args.out, args.report_dir)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(index)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Run an ablation sweep: every grid point over the same prompts and seeds, as one job.
+
+    python jobs/sweep.py --sweep configs/sweeps/tiny.yaml --prompts examples/prompts.jsonl --out sweep-out/
+
+All points go through one set of stages (one Ray job), so points that share a model share its
+loaded copy. Each point lands in OUT/points/NAME (a run directory, resumable like a single run);
+OUT/sweep.json lists the points. At the end the summary tables and the HTML report are written
+into OUT (OUT/report/index.html), as `python jobs/report.py OUT` would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from dnp_batch.dag import run_ray
+from dnp_batch.job import Point, run_local, run_points
+from dnp_batch.prompts import expand_samples, read_prompts
+from dnp_batch.report import write_report
+from dnp_batch.sink import ShardSink
+from dnp_batch.sweep import load_sweep
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sweep", required=True, help="sweep YAML (see configs/sweeps/)")
+    p.add_argument("--prompts", required=True, help="JSONL, TXT, CSV/TSV or Parquet prompt set")
+    p.add_argument("--out", required=True, help="output directory or fsspec URL")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="require a sweep in --out to resume")
+    mode.add_argument("--overwrite", action="store_true", help="replace the points' runs in --out")
+    p.add_argument("--distributor", choices=["ray", "local"], default="ray")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        name, baseline, specs = load_sweep(args.sweep)
+        samples = expand_samples(read_prompts(args.prompts), specs[0][1].seeds)
+        out = args.out.rstrip("/")
+        points = [Point(n, cfg, f"{out}/points/{n}") for n, cfg, _ in specs]
+        sink = ShardSink(out)
+        if sink.has_foreign_files(allowed={"sweep.json", "points", "report", "summary.parquet", "summary.csv",
+                                           "comparison.parquet", "comparison.csv"}):
+            raise ValueError(f"--out {args.out} is not empty and holds no dnp_batch sweep; choose an empty --out")
+        distributor = run_ray if args.distributor == "ray" else run_local
+        run_points(points, samples, distributor, resume=args.resume, overwrite=args.overwrite)
+        sink.put("sweep.json", json.dumps({
+            "name": name, "baseline": baseline,
+            "points": [{"name": n, "overrides": o, "dir": f"points/{n}"} for n, _, o in specs],
+        }, indent=1).encode())
+        sink.finish()
+        for point in points:
+            print(f"{point.name}: {point.summary.line(point.cfg.method)}")
+        if {"file", "local"} & sink.protocols:
+            print(f"report: {write_report(sink.root)}")
+        else:
+            print(f"report: copy {args.out} locally and run python jobs/report.py on it", file=sys.stderr)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
