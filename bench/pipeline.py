@@ -7,10 +7,13 @@ peak memory when a long prompt file is streamed through Ray Data.
 1. Throughput, on the tiny SD model by default. `ray_job` is `dnp_batch.job.run` with the Ray
    distributor on a fresh private local Ray instance; its wall time covers everything: Ray's
    start-up, the stage actors' start-up and model loads, generation, PNG encoding and writing the
-   shards. `ray_job_steady` is the rate after the first shard is written (shards after the first,
-   over the time from the first to the last), i.e. without the start-up. `bare_diffusers` loads the
-   same pipeline in this process (the load is not timed) and calls `pipe(prompt=p, ...)` once per
-   sample, PNG-encoding each image, with the same torch thread count as the stages;
+   shards. `ray_stage_generate` is the rate of generation alone inside the job's stage actor (the
+   per-sample `seconds` of the records: each batch's time over its size; no start-up, model load or
+   PNG encoding), and `ray_job_startup_and_other` the job's wall time minus that generation time.
+   (A rate between the first and the last shard written is not reported: with the few shards that
+   fit in a quick run, shards arrive bunched and out of order, and it overstates.)
+   `bare_diffusers` loads the same pipeline in this process (the load is not timed) and calls
+   `pipe(prompt=p, ...)` once per sample, PNG-encoding each image, with the same torch thread count as the stages;
    `bare_diffusers_batched` passes `batch_size` prompts per call, as the job's stage batches (on a
    tiny model a call's fixed cost dominates, so batching alone changes the rate). CLIP scoring
    is off in the job unless `--clip` is given, so both sides do the same work; with a method other
@@ -27,13 +30,14 @@ peak memory when a long prompt file is streamed through Ray Data.
 
 Times are wall-clock, measured in this run on this machine; only the ratios measured in one run
 mean anything. Output lines are whitespace-separated: `throughput NAME RATE samples/s`,
-`ratio NAME VALUE` (`ratio memory HI/LO VALUE`), `memory N prompts` then `name value` pairs, and
-one `config` and one `note` line.
+`seconds NAME VALUE`, `ratio NAME VALUE` (`ratio memory HI/LO VALUE`), `memory N prompts` then
+`name value` pairs, and one `config` and one `note` line.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import resource
@@ -101,34 +105,25 @@ def _samples(n: int):
     return expand_samples([{"prompt": f"a photo of object number {i}, studio lighting"} for i in range(n)], 1)
 
 
-def bench_ray_job(cfg, samples) -> tuple[float, float | None]:
-    """(total samples/s, steady-state samples/s after the first shard or None with one shard)."""
+def bench_ray_job(cfg, samples) -> tuple[float, float]:
+    """(samples/s over the whole job's wall time, samples/s of generation alone inside the stage)."""
+    import pyarrow.parquet as pq
+
     from dnp_batch.dag import run_ray
     from dnp_batch.job import run
-
-    per_shard = cfg.output.samples_per_shard
-    written: list[tuple[float, int]] = []  # (time, samples so far) per shard written
-
-    def log(msg: str) -> None:
-        m = re.search(r"shard (\d+) written", msg)
-        if m:
-            size = min(per_shard, len(samples) - int(m.group(1)) * per_shard)
-            written.append((time.perf_counter(), (written[-1][1] if written else 0) + size))
-        print(msg, file=sys.stderr, flush=True)
 
     out = tempfile.mkdtemp(prefix="dnp-bench-out-")
     try:
         t0 = time.perf_counter()
-        summary = run(cfg, samples, out, run_ray, log=log)
+        summary = run(cfg, samples, out, run_ray)
         total = time.perf_counter() - t0
+        records = [json.loads(r) for r in pq.read_table(Path(out) / "index.parquet").column("record").to_pylist()]
     finally:
         shutil.rmtree(out, ignore_errors=True)
     if summary.failed:
         raise RuntimeError(f"the job failed {summary.failed} of {summary.samples} samples")
-    steady = None
-    if len(written) >= 2 and written[-1][0] > written[0][0]:
-        steady = (written[-1][1] - written[0][1]) / (written[-1][0] - written[0][0])
-    return len(samples) / total, steady
+    generating = sum(r["seconds"] for r in records)  # each record holds its batch's seconds / batch size
+    return len(samples) / total, len(records) / generating
 
 
 def bench_bare(cfg, samples) -> tuple[float, float]:
@@ -172,20 +167,19 @@ def throughput(args) -> None:
         resolve_model(cfg.clip.model)
     samples = _samples(args.samples)
     _quiet_ray_data()
-    job_rate, steady = bench_ray_job(cfg, samples)
+    job_rate, stage_rate = bench_ray_job(cfg, samples)
     bare_rate, batched_rate = bench_bare(cfg, samples)
     shards = -(-len(samples) // cfg.output.samples_per_shard)
     print(f"config  {Path(args.config).name}  method {cfg.method}  steps {cfg.steps}  samples {len(samples)}  "
           f"shards {shards}  batch_size {cfg.batch_size}  clip {'on' if cfg.clip.model else 'off'}")
     print(f"throughput  ray_job  {job_rate:.3f} samples/s")
-    if steady is not None:
-        print(f"throughput  ray_job_steady  {steady:.3f} samples/s")
+    print(f"throughput  ray_stage_generate  {stage_rate:.3f} samples/s")
     print(f"throughput  bare_diffusers  {bare_rate:.3f} samples/s")
     print(f"throughput  bare_diffusers_batched  {batched_rate:.3f} samples/s")
     print(f"ratio  ray_job/bare  {job_rate / bare_rate:.3f}")
     print(f"ratio  ray_job/bare_batched  {job_rate / batched_rate:.3f}")
-    if steady is not None:
-        print(f"ratio  ray_job_steady/bare_batched  {steady / batched_rate:.3f}")
+    print(f"ratio  ray_stage_generate/bare_batched  {stage_rate / batched_rate:.3f}")
+    print(f"seconds  ray_job_startup_and_other  {len(samples) / job_rate - len(samples) / stage_rate:.2f}")
     sys.stdout.flush()
 
 
@@ -288,8 +282,7 @@ def main(argv=None) -> None:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="job YAML config (default: tiny SD)")
     parser.add_argument("--method", default="cfg", help="overrides the config's method (default: cfg)")
     parser.add_argument("--samples", type=int, default=16, help="samples for the throughput part")
-    parser.add_argument("--samples-per-shard", type=int, default=4,
-                        help="job shard size; several shards give the steady-state rate (default 4)")
+    parser.add_argument("--samples-per-shard", type=int, default=4, help="the job's shard size (default 4)")
     parser.add_argument("--clip", action="store_true", help="keep the config's CLIP scoring stage in the job")
     parser.add_argument("--prompt-counts", default="2000,20000", help="comma-separated prompt counts")
     parser.add_argument("--per-shard", type=int, default=100, help="samples per shard in the memory part")

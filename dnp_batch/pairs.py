@@ -202,13 +202,11 @@ def _is_sweep(url: str) -> bool:
 def resolve_runs(paths_or_sweep, points=None) -> list[tuple[str, str]]:
     """[(name, dir)] from run directories (names: their basenames, made unique) or from one sweep
     directory (names: its point names; `points` picks some, default all, in sweep order)."""
-    if isinstance(paths_or_sweep, (str, bytes)) or hasattr(paths_or_sweep, "__fspath__"):
-        paths = [str(paths_or_sweep)]
-    else:
-        paths = [str(p) for p in paths_or_sweep]
+    single = isinstance(paths_or_sweep, str) or hasattr(paths_or_sweep, "__fspath__")
+    paths = [str(paths_or_sweep)] if single else [str(p) for p in paths_or_sweep]
     if isinstance(points, str):
         points = [p for p in points.split(",") if p]
-    if len(paths) == 1 and (points is not None or _is_sweep(paths[0])):
+    if len(paths) == 1 and (single or points is not None or _is_sweep(paths[0])):
         available = _read_sweep(paths[0])
         chosen = list(available) if points is None else list(points)
         unknown = [p for p in chosen if p not in available]
@@ -239,8 +237,11 @@ def _load_index(name: str, url: str) -> dict[str, dict]:
     if not fs.exists(index):
         raise ValueError(f"run {name} ({url}) has no index.parquet; pass the --out of a finished "
                          f"jobs/generate.py run")
-    with fs.open(index, "rb") as f:
-        rows = pq.read_table(f).to_pylist()
+    try:
+        with fs.open(index, "rb") as f:
+            rows = pq.read_table(f).to_pylist()
+    except (OSError, pa.ArrowException) as e:
+        raise ValueError(f"run {name}: cannot read {index}: {e}") from None
     table = {}
     for row in rows:
         row["record"] = json.loads(row["record"]) if row.get("record") else {}
@@ -254,11 +255,16 @@ def _load_images(name: str, url: str, table: dict[str, dict]) -> dict[str, bytes
     wanted = {k for k, r in table.items() if r["status"] == "ok"}
     images: dict[str, bytes] = {}
     for shard in sorted({table[k]["shard"] for k in wanted}):
-        with fs.open(f"{root}/shard-{shard:05d}.tar", "rb") as f, tarfile.open(fileobj=f) as tar:
-            for member in tar:
-                key, _, ext = member.name.partition(".")
-                if key in wanted and ext in IMAGE_EXTS:
-                    images[key] = tar.extractfile(member).read()
+        path = f"{root}/shard-{shard:05d}.tar"
+        try:
+            with fs.open(path, "rb") as f, tarfile.open(fileobj=f) as tar:
+                for member in tar:
+                    key, _, ext = member.name.partition(".")
+                    if key in wanted and ext in IMAGE_EXTS:
+                        images[key] = tar.extractfile(member).read()
+        except (OSError, tarfile.TarError) as e:
+            raise ValueError(f"run {name}: cannot read shard {path}: {e}; rerun jobs/generate.py with "
+                             f"--resume into that directory") from None
     missing = sorted(wanted - set(images))
     if missing:
         raise ValueError(f"run {name} ({url}): the index lists {missing[0]} as ok but its shard has "

@@ -216,12 +216,12 @@ def summarize(runs: dict[str, RunData]) -> pd.DataFrame:
     for name, run in runs.items():
         df = run.index
         ok = df[df["status"] == "ok"]
-        flat_config, flat_overrides = _flatten(run.config), _flatten(run.overrides)
+        flat_overrides = _flatten(run.overrides)
         mean, low, high = t_interval(ok["clip_score"].dropna())
         row = {"point": name,
                "method": flat_overrides.get("method", run.config.get("method")),
                "guidance_scale": flat_overrides.get("guidance_scale", run.config.get("guidance_scale"))}
-        row.update({p: flat_overrides.get(p, flat_config.get(p)) for p in params})
+        row.update({p: flat_overrides.get(p) for p in params})  # blank where the point keeps the base value
         row.update(n=len(ok), failures=int((df["status"] != "ok").sum()), clip_mean=mean, clip_ci_low=low,
                    clip_ci_high=high, nfe_mean=float(ok["nfe"].astype(float).mean()) if len(ok) else math.nan,
                    seconds_per_image=float(ok["seconds"].astype(float).mean()) if len(ok) else math.nan)
@@ -290,7 +290,7 @@ def write_tables(runs: dict[str, RunData], out_dir, baseline: str | None) -> lis
 
 
 def _series_label(row: pd.Series, params: list[str]) -> str:
-    extra = ", ".join(f"{p}={row[p]}" for p in params if p != "guidance_scale")
+    extra = ", ".join(f"{p}={row[p]}" for p in params if not pd.isna(row[p]))
     return f"{row['method']} ({extra})" if extra else str(row["method"])
 
 

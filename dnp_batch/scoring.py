@@ -52,6 +52,13 @@ def build_tiny_clip(out: Path) -> None:
     with torch.random.fork_rng(devices=[]):  # caller's RNG state untouched
         torch.manual_seed(0)
         model = CLIP(**copy.deepcopy(TINY_CLIP_CONFIG))
+        # A random CLIP's image and text embeddings point apart, so nearly every score clips to 0.
+        # Final-norm biases that project to one shared direction give scores of about 25-50 that
+        # still vary with image and text: enough for reports and preference labels to mean something.
+        shared = torch.randn(TINY_CLIP_CONFIG["embed_dim"])
+        with torch.no_grad():
+            model.ln_final.bias.copy_(shared @ torch.linalg.pinv(model.text_projection))
+            model.visual.ln_post.bias.copy_(shared @ torch.linalg.pinv(model.visual.proj))
     config = {"model_cfg": TINY_CLIP_CONFIG, "preprocess_cfg": TINY_CLIP_PREPROCESS}
     (out / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     save_file(model.state_dict(), out / WEIGHTS_NAME, metadata={"format": "pt"})

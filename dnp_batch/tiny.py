@@ -32,7 +32,7 @@ from .captioner import build_tiny_blip2
 from .models import quiet_progress_bars
 from .scoring import build_tiny_clip
 
-CACHE_VERSION = "v1"
+CACHE_VERSION = "v2"
 MODEL_MAX_LENGTH = 77
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 

@@ -8,6 +8,7 @@ import json
 import shutil
 
 import fsspec
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
@@ -190,12 +191,12 @@ def test_runs_over_other_prompts_or_seeds_are_refused(runs, tmp_path):
 def test_failed_samples_make_no_pairs(runs, tmp_path):
     broken = tmp_path / "answer"
     shutil.copytree(runs["answer"], broken)
-    table = pq.read_table(broken / "index.parquet").to_pylist()
-    for row in table:
+    table = pq.read_table(broken / "index.parquet")
+    rows = table.to_pylist()
+    for row in rows:
         if row["key"] == "fox_0":
             row["status"], row["error"] = "failed", "RuntimeError: simulated"
-    pq.write_table(pq.read_table(broken / "index.parquet").from_pylist(
-        table, schema=pq.read_schema(broken / "index.parquet")), broken / "index.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), broken / "index.parquet")
     pairs = build_pairs([("cfg", runs["cfg"]), ("answer", broken)], "hash")
     assert sorted(p.key for p in pairs) == [k for k in KEYS if k != "fox_0"] and pairs.skipped_not_ok == 1
 

@@ -123,17 +123,18 @@ def test_contact_sheet_has_a_cell_per_prompt_and_column(rendered):
     assert [s.name for s in sheets] == ["contact-seed0-01.png"]
     columns = len(POINTS) + 1  # the auto-dnp point's DNS column
     width, height = Image.open(sheets[0]).size
-    tile = report.TILE
-    assert columns * tile < width < (columns + 2) * tile
-    assert len(PROMPT_IDS) * tile < height < (len(PROMPT_IDS) + 1) * tile
+    cell = report.TILE + report.GAP
+    assert 0 < width - columns * cell < report.TILE  # the prompt-id labels on the left
+    assert 0 < height - len(PROMPT_IDS) * cell < report.TILE  # the point labels on top
 
 
 def test_contact_sheets_split_by_prompts_per_sheet(sweep_dir, tmp_path):
     runs, _ = report.load_runs(sweep_dir)
     sheets = report.contact_sheets(runs, tmp_path, prompts_per_sheet=3, tile=32)
     assert [s.name for s in sheets] == ["contact-seed0-01.png", "contact-seed0-02.png"]
-    heights = [Image.open(s).size[1] for s in sheets]
-    assert 3 * 32 < heights[0] < 4 * 32 and 32 < heights[1] < 2 * 32
+    sizes = [Image.open(s).size for s in sheets]
+    cell = 32 + report.GAP
+    assert sizes[0][0] == sizes[1][0] and sizes[0][1] - 3 * cell == sizes[1][1] - cell > 0
     assert [c[0] for c in report.sheet_columns(runs)] == [*POINTS, "autodnp_w7 DNS"]
 
 

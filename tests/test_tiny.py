@@ -75,14 +75,14 @@ def test_ensure_tiny_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("DNP_BATCH_CACHE", str(tmp_path / "env-cache"))
     assert cache_root() == tmp_path / "env-cache"
     path = ensure_tiny("sd", tmp_path / "cache")
-    assert path == (tmp_path / "cache" / "tiny-sd-v1").absolute()
+    assert path == (tmp_path / "cache" / f"tiny-sd-{tiny.CACHE_VERSION}").absolute()
     stamp = (path / "model_index.json").stat().st_mtime_ns
     assert ensure_tiny("sd", tmp_path / "cache") == path
     assert (path / "model_index.json").stat().st_mtime_ns == stamp
 
 
 def test_ensure_tiny_uses_the_winner_of_a_race(tmp_path, monkeypatch):
-    final = tmp_path / "tiny-sd-v1"
+    final = tmp_path / f"tiny-sd-{tiny.CACHE_VERSION}"
 
     def build_while_another_process_finishes(out: Path) -> None:
         (out / "model_index.json").write_text("{}")
@@ -92,7 +92,7 @@ def test_ensure_tiny_uses_the_winner_of_a_race(tmp_path, monkeypatch):
     monkeypatch.setitem(tiny.BUILDERS, "sd", build_while_another_process_finishes)
     assert ensure_tiny("sd", tmp_path) == final.absolute()
     assert (final / "model_index.json").read_text() == '{"winner": true}'
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-sd-v1"]  # no temp dir left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"tiny-sd-{tiny.CACHE_VERSION}"]  # no temp dir left
 
 
 @pytest.mark.parametrize("fixture, cls", [("tiny_sdxl", StableDiffusionXLPipeline), ("tiny_sd", StableDiffusionPipeline)])
