@@ -14,7 +14,8 @@ Layout of OUT (any fsspec URL):
                           train_diffusion_orpo_sdxl_lora_wds.py reads) and json (scores, models, seed)
     pairs.parquet         Pick-a-Pic v2's columns (caption, jpg_0, jpg_1, label_0, label_1, model_0,
                           model_1, image_0_uid, image_1_uid, best_image_uid, are_different,
-                          has_label, ranking_id, num_example_per_prompt) + score_0, score_1, seed, key
+                          has_label, ranking_id, num_example_per_prompt) + score_0, score_1, seed,
+                          key (the pair key); an image's uid is `RUN/KEY`
     pairs_manifest.json   inputs and counts (pairs, ties, skipped by margin)
 
 Scorers are pluggable: a class with a `name` and
@@ -332,9 +333,12 @@ def build_pairs(runs, scorer, min_margin: float = 0.0) -> Pairs:
     names = [n for n, _ in runs]
     if len(set(names)) != len(names):
         raise ValueError(f"run names must be unique, got {names}")
-    if not isinstance(min_margin, (int, float)) or not math.isfinite(min_margin) or min_margin < 0:
+    if (isinstance(min_margin, bool) or not isinstance(min_margin, (int, float)) or not math.isfinite(min_margin)
+            or min_margin < 0):
         raise ValueError(f"min_margin must be a number >= 0, got {min_margin!r}")
     scorer = get_scorer(scorer)
+    if not isinstance(getattr(scorer, "name", None), str) or not callable(getattr(scorer, "score", None)):
+        raise ValueError(f"scorer {scorer!r} needs a `name` and a `score(prompts, images, records)` method")
     tables = [_load_index(n, d) for n, d in runs]
     _check_same_samples(names, tables)
     order = list(tables[0])

@@ -263,11 +263,15 @@ def compare(runs: dict[str, RunData], baseline: str | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS)).astype(COMPARISON_COLUMNS)
 
 
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
     """Object columns mixing types (override values) as JSON text, so Parquet can hold them."""
     out = df.copy()
     for col in out.columns[out.dtypes == object]:
-        kinds = {type(v) for v in out[col] if v is not None and not (isinstance(v, float) and math.isnan(v))}
+        kinds = {type(v) for v in out[col] if not _missing(v)}
         if len(kinds) > 1 or kinds - {str}:
             out[col] = [None if v is None else json.dumps(v, default=str) for v in out[col]]
     return out
@@ -290,7 +294,7 @@ def write_tables(runs: dict[str, RunData], out_dir, baseline: str | None) -> lis
 
 
 def _series_label(row: pd.Series, params: list[str]) -> str:
-    extra = ", ".join(f"{p}={row[p]}" for p in params if not pd.isna(row[p]))
+    extra = ", ".join(f"{p}={_fmt(row[p])}" for p in params if not _missing(row[p]))
     return f"{row['method']} ({extra})" if extra else str(row["method"])
 
 
@@ -303,11 +307,15 @@ def plot_clip_vs_guidance(summary: pd.DataFrame, path) -> Path:
     if data.empty:
         ax.text(0.5, 0.5, "no CLIP scores", ha="center", va="center", transform=ax.transAxes)
     labels = data.apply(lambda r: _series_label(r, params), axis=1) if len(data) else pd.Series(dtype=str)
-    for label in dict.fromkeys(labels):
+    series = list(dict.fromkeys(labels))
+    span = float(np.ptp(data["guidance_scale"])) if len(data) else 0.0
+    dodge = 0.02 * (span or 1.0)  # side by side, so series at the same w do not hide each other's bars
+    for i, label in enumerate(series):
         part = data[labels == label].sort_values("guidance_scale")
         yerr = np.nan_to_num(np.vstack([part["clip_mean"] - part["clip_ci_low"],
                                         part["clip_ci_high"] - part["clip_mean"]]))
-        ax.errorbar(part["guidance_scale"], part["clip_mean"], yerr=yerr, marker="o", capsize=3, label=label)
+        x = part["guidance_scale"] + dodge * (i - (len(series) - 1) / 2)
+        ax.errorbar(x, part["clip_mean"], yerr=yerr, marker="o", capsize=3, label=label)
     ax.set_xlabel("guidance scale w")
     ax.set_ylabel(f"CLIP score (mean, {CONFIDENCE:.0%} CI)")
     ax.set_title("CLIP score vs guidance scale")
@@ -434,7 +442,7 @@ def contact_sheets(runs: dict[str, RunData], out_dir, prompts_per_sheet: int = P
 
 
 def _fmt(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return "–"
     if isinstance(value, (float, np.floating)):
         return f"{value:.4g}"
