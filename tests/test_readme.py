@@ -30,7 +30,8 @@ def test_every_other_bash_command_runs(tmp_path, ray_env):
     """Every command after the quick-start, run in order as written, with its out dirs in tmp."""
     for block in blocks("bash")[1:]:
         for line in block.strip().splitlines():
-            assert line.startswith("python jobs/generate.py "), f"no test runs this README command: {line}"
+            assert line.startswith(("python jobs/generate.py ", "python jobs/sweep.py ", "python jobs/report.py ",
+                                    "python jobs/pairs.py ")), f"no test runs this README command: {line}"
             cmd = re.sub(r"\b(out-[a-z]+)/", lambda m: f"{tmp_path / m.group(1)}/", line)
             cmd = cmd.replace("python ", f"{sys.executable} ", 1)
             proc = subprocess.run(cmd, shell=True, cwd=REPO, capture_output=True, text=True, timeout=600, env=ray_env)
@@ -38,6 +39,8 @@ def test_every_other_bash_command_runs(tmp_path, ray_env):
     assert len(read_run(tmp_path / "out-sd")) == 8
     assert all("dns.png" in files for files in read_run(tmp_path / "out-auto").values())
     assert len(read_run(tmp_path / "out-dnp")) == 4
+    assert (tmp_path / "out-sweep" / "report" / "index.html").exists()
+    assert list((tmp_path / "out-pairs").glob("pairs-*.tar")) and (tmp_path / "out-pairs" / "pairs.parquet").exists()
 
 
 def test_library_example_runs_on_the_tiny_model(tmp_path, monkeypatch):
