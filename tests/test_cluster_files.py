@@ -78,7 +78,7 @@ def cluster_gpus_rayjob() -> list[int]:
 
 def gpu_requests(cfg) -> list[float]:
     """num_gpus of every actor the job starts (the stages its method and config use)."""
-    return [s.resources.num_gpus for s in build_stages(cfg) for _ in range(s.resources.actors)]
+    return [s.resources.num_gpus for s in build_stages([cfg]) for _ in range(s.resources.actors)]
 
 
 def fits(requests: list[float], nodes: list[int]) -> bool:
@@ -125,7 +125,7 @@ def test_sdxl_configs_ask_for_gpus_fp16_and_methods_defaults(path):
     if cfg.method == "auto-dnp":
         assert cfg.captioner.model == "Salesforce/blip2-opt-2.7b" and cfg.captioner.max_new_tokens == 30
         assert cfg.dnp.same_seed and cfg.stages.dns_caption.num_gpus >= 1
-        assert [s.name for s in build_stages(cfg)] == ["dns_caption", "generate", "score", "write"]
+        assert [s.name for s in build_stages([cfg])] == ["dns_caption", "generate", "score", "write"]
 
 
 # --- cluster/ray-cluster.yaml (Ray cluster launcher) --------------------------------------------
