@@ -211,6 +211,7 @@ class GenerationStage(_Stage):
     def process_auto_dnp(self, cfg, samples, items):
         """§DNP step 3: NP with (p, n*) from the same z_T (or a fresh seed), recorded as auto-DNP."""
         seeds = [s.seed if cfg.dnp.same_seed else api.fresh_seed(s.seed) for s in samples]
+        w_dns = cfg.guidance_scale if cfg.dns_guidance_scale is None else cfg.dns_guidance_scale
         out = self.generate(cfg, samples, "dnp", [item["caption"] for item in items], seeds=seeds)
         captioner = {"model": cfg.captioner.model, "max_new_tokens": cfg.captioner.max_new_tokens,
                      "prompt": cfg.captioner.prompt}
@@ -219,7 +220,7 @@ class GenerationStage(_Stage):
             item["record"] = {
                 **rec, **self.model_info(cfg), "metadata": s.metadata, "status": "ok", "method": "auto-dnp",
                 "seed": s.seed, "np_seed": np_seed, "same_seed": cfg.dnp.same_seed, "captions": 1,
-                "captioner": captioner, "dns_guidance_scale": cfg.dns_guidance_scale or cfg.guidance_scale,
+                "captioner": captioner, "dns_guidance_scale": w_dns,
                 "nfe": rec["nfe"] + item["dns_nfe"], "seconds": rec["seconds"] + item["dns_seconds"],
             }
 
