@@ -98,6 +98,7 @@ class JobConfig(_Strict):
     cnp: CnpSettings = CnpSettings()
     captioner: CaptionerSettings = CaptionerSettings()
     clip: ClipSettings = ClipSettings()
+    judge: bool | None = None  # the toy world's exact judge in every record; None: on for toy-shapes
     output: OutputSettings = OutputSettings()
     stages: StagesSettings = StagesSettings()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pickle
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -24,13 +25,38 @@ from .models import SCHEDULERS, check_pipeline_source, library_versions, load_pi
 from .prompts import Sample
 from .scoring import ClipScorer, check_clip_source
 from .sink import ShardSink, encode_image
+from .toyworld.data import parse_caption
+from .toyworld.judge import JudgeCaptioner, judge
 
 TINY_MODELS = {"tiny-sdxl": "sdxl", "tiny-sd": "sd", "tiny-blip2": "blip2", "tiny-clip": "clip"}
+TOY_MODEL = "toy-shapes"  # the trained toy-world model committed in models/toy-shapes
+TOY_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / TOY_MODEL
+JUDGE_CAPTIONER = "toyworld-judge"  # the toy world's exact judge as a captioner
 
 
 def resolve_model(name: str) -> str:
-    """A hub id or local dir as given; `tiny-*` names are built on first use into the cache."""
-    return str(tiny.ensure_tiny(TINY_MODELS[name])) if name in TINY_MODELS else name
+    """A hub id or local dir as given; `tiny-*` names are built on first use into the cache;
+    `toy-shapes` is the trained toy-world model of this repository."""
+    if name in TINY_MODELS:
+        return str(tiny.ensure_tiny(TINY_MODELS[name]))
+    if name == TOY_MODEL:
+        if not (TOY_MODEL_DIR / "model_index.json").is_file():
+            raise ValueError(f"the toy-shapes model is missing from {TOY_MODEL_DIR}; train it with "
+                             f"`python -m dnp_batch.toyworld.train --out {TOY_MODEL_DIR}`")
+        return str(TOY_MODEL_DIR)
+    return name
+
+
+def uses_judge(cfg: JobConfig) -> bool:
+    return cfg.model == TOY_MODEL if cfg.judge is None else cfg.judge
+
+
+def judge_prompt(image, prompt: str) -> dict | None:
+    """The toy judge's verdict per attribute (None where it does not apply), or None for a prompt
+    outside the toy grammar."""
+    if parse_caption(prompt) is None:
+        return None
+    return {k: None if v != v else v for k, v in judge(image, prompt).items()}  # NaN -> None (JSON)
 
 
 def resolve_device(device: str) -> str:
@@ -51,9 +77,8 @@ def check_samples(cfg: JobConfig, samples: list[Sample]) -> None:
 
 def check_sources(cfg: JobConfig) -> None:
     """Cheap checks of every model the stages will load (local dirs, CLIP names), before any work."""
-    if cfg.model not in TINY_MODELS:
-        check_pipeline_source(cfg.model)
-    if cfg.method in api.CAPTIONED_METHODS and cfg.captioner.model not in TINY_MODELS:
+    check_pipeline_source(resolve_model(cfg.model) if cfg.model == TOY_MODEL else cfg.model)
+    if cfg.method in api.CAPTIONED_METHODS and cfg.captioner.model not in (*TINY_MODELS, JUDGE_CAPTIONER):
         check_captioner_source(cfg.captioner.model)
     if cfg.clip.model and cfg.clip.model not in TINY_MODELS:
         check_clip_source(cfg.clip.model, cfg.clip.pretrained)
@@ -151,6 +176,8 @@ class _Stage:
 
     def captioner(self, cfg: JobConfig) -> Captioner:
         c = cfg.captioner
+        if c.model == JUDGE_CAPTIONER:
+            return JudgeCaptioner()
         if c.model not in self._captioners:
             captioner = Captioner(resolve_model(c.model), dtype=cfg.dtype, device=self.device)
             captioner.model_id = c.model  # records name the model as configured, not its cache path
@@ -226,16 +253,18 @@ class GenerationStage(_Stage):
 
 
 class ScoringStage(_Stage):
-    """CLIP score of each image with its prompt, and of the DNS image where there is one."""
+    """CLIP score of each image with its prompt, and of the DNS image where there is one; in the
+    toy world also the exact judge's per-attribute verdict (`judge`, `dns_judge`)."""
 
     def __init__(self, cfgs: list[JobConfig]):
         super().__init__(cfgs)
         self._scorers: dict[tuple, ClipScorer] = {}
-        for cfg in filter(self.applies, cfgs):
-            self.scorer(cfg)
+        for cfg in cfgs:
+            if cfg.clip.model:
+                self.scorer(cfg)
 
     def applies(self, cfg):
-        return bool(cfg.clip.model)
+        return bool(cfg.clip.model) or uses_judge(cfg)
 
     def scorer(self, cfg) -> ClipScorer:
         c = cfg.clip
@@ -246,6 +275,15 @@ class ScoringStage(_Stage):
         return self._scorers[key]
 
     def process(self, cfg, samples, items):
+        if uses_judge(cfg):
+            for s, item in zip(samples, items):
+                item["record"]["judge"] = judge_prompt(item["image"], s.prompt)
+                if item.get("dns_image") is not None:
+                    item["record"]["dns_judge"] = judge_prompt(item["dns_image"], s.prompt)
+        if cfg.clip.model:
+            self.clip_scores(cfg, samples, items)
+
+    def clip_scores(self, cfg, samples, items):
         scorer = self.scorer(cfg)
         scores = scorer.score([item["image"] for item in items], [s.prompt for s in samples])
         with_dns = [(s, item) for s, item in zip(samples, items) if item.get("dns_image") is not None]
@@ -291,7 +329,7 @@ def build_stages(cfgs: list[JobConfig]) -> list[StageSpec]:
     if any(cfg.method == "auto-dnp" for cfg in cfgs):
         specs.append(StageSpec("dns_caption", DnsCaptionStage, res.dns_caption))
     specs.append(StageSpec("generate", GenerationStage, res.generate))
-    if any(cfg.clip.model for cfg in cfgs):
+    if any(cfg.clip.model or uses_judge(cfg) for cfg in cfgs):
         specs.append(StageSpec("score", ScoringStage, res.score))
     specs.append(StageSpec("write", WriteStage, res.write))
     return specs

@@ -156,3 +156,17 @@ def test_out_with_foreign_files_is_refused(tmp_path, capsys):
     assert run_job("--prompts", PROMPTS, "--config", FAST, "--out", tmp_path / "o") == 2
     assert "is not empty and holds no dnp_batch run" in capsys.readouterr().err
     assert os.listdir(tmp_path / "o") == ["thesis.pdf"]
+
+
+def test_judge_scores_travel_in_records(tmp_path):
+    """The toy world's judge, switched on for any model: a verdict for prompts of its grammar."""
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"id": "toy", "prompt": "a red circle to the left of a blue square"}\n'
+                       '{"id": "free", "prompt": "an astronaut riding a horse"}\n')
+    assert run_job("--prompts", prompts, "--config", FAST, "--method", "auto-dnp", "--set", "judge=true",
+                   "--set", "captioner.model=toyworld-judge", "--out", tmp_path / "o") == 0
+    recs = records(tmp_path / "o")
+    verdict = recs["toy_0"]["judge"]
+    assert set(verdict) == {"shape", "colour", "count", "relation", "all"}
+    assert all(v in (0.0, 1.0) for v in verdict.values()) and set(recs["toy_0"]["dns_judge"]) == set(verdict)
+    assert recs["free_0"]["judge"] is None and recs["toy_0"]["captioner"]["model"] == "toyworld-judge"
