@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError,
+                      model_validator)
 
 from . import api
 from .models import SCHEDULERS
@@ -25,6 +26,9 @@ class AnswerSettings(_Strict):
 
     def to_api(self) -> api.AnswerConfig:
         return api.AnswerConfig(**self.model_dump())
+
+
+TOY_MODEL = "toy-shapes"
 
 
 class CaptionerSettings(_Strict):
@@ -77,9 +81,10 @@ def _known_scheduler(name: str | None) -> str | None:
 
 
 class JobConfig(_Strict):
-    """Built-in defaults: METHODS.md's hyperparameters on the tiny SDXL model (no downloads)."""
+    """Built-in defaults: METHODS.md's hyperparameters on the trained toy-world model of this
+    repository (no downloads), whose exact judge also captions (auto-DNP, CNP) and scores."""
 
-    model: str = "tiny-sdxl"  # hub id, local diffusers dir, or tiny-sdxl / tiny-sd (built on first use)
+    model: str = "toy-shapes"  # hub id, local diffusers dir, toy-shapes, or tiny-sdxl / tiny-sd
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     device: str = "auto"  # auto = cuda when available, else cpu
     scheduler: Annotated[str | None, AfterValidator(_known_scheduler)] = None  # None: the model's own
@@ -101,6 +106,16 @@ class JobConfig(_Strict):
     judge: bool | None = None  # the toy world's exact judge in every record; None: on for toy-shapes
     output: OutputSettings = OutputSettings()
     stages: StagesSettings = StagesSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _toy_world_captions_with_its_judge(cls, data):
+        """With the toy-shapes model and no captioner named, auto-DNP captions with the exact judge."""
+        if isinstance(data, dict) and data.get("model", TOY_MODEL) == TOY_MODEL:
+            captioner = dict(data.get("captioner") or {})
+            captioner.setdefault("model", "toyworld-judge")
+            data = {**data, "captioner": captioner}
+        return data
 
 
 def parse_override(text: str) -> tuple[list[str], object]:

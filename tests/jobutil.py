@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 JOB = REPO / "jobs" / "generate.py"
 FAST = REPO / "configs" / "tiny-sd.yaml"
-PROMPTS = REPO / "examples" / "prompts.jsonl"
+PROMPTS = REPO / "examples" / "scenes.jsonl"
 EXAMPLE_KEYS = ["astronaut_0", "city_0", "fox_0", "teapot_0"]
 
 

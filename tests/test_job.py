@@ -13,7 +13,8 @@ from jobutil import EXAMPLE_KEYS, FAST, PROMPTS, REPO, index, read_run, records,
 
 
 def test_readme_quickstart_command_runs_on_local_ray(tmp_path, ray_env):
-    """The README's main-job command, as a user runs it: built-in defaults, embedded local Ray."""
+    """The README's main-job command, as a user runs it: built-in defaults (the trained toy-shapes
+    model, ANSWER, judged and CLIP-scored), embedded local Ray."""
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "jobs/generate.py", "--prompts", "examples/prompts.jsonl", "--out", str(out)],
@@ -21,17 +22,18 @@ def test_readme_quickstart_command_runs_on_local_ray(tmp_path, ray_env):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     samples = read_run(out)
-    assert sorted(samples) == EXAMPLE_KEYS
+    assert sorted(samples) == ["circle_0", "crosses_0", "square-triangle_0", "triangle-square_0"]
     for key, files in samples.items():
         assert sorted(files) == ["json", "png", "txt"]
         record = json.loads(files["json"])
-        assert record["id"] == key and record["method"] == "answer" and record["model"] == "tiny-sdxl"
+        assert record["id"] == key and record["method"] == "answer" and record["model"] == "toy-shapes"
         assert record["nfe"] == 120 and record["answer"]["k"] == 2 and record["num_inference_steps"] == 30
         assert record["clip_score"] >= 0 and record["clip_model"] == "tiny-clip"
+        assert set(record["judge"]) == {"shape", "colour", "count", "relation", "all"}
         assert record["versions"]["torch"] and record["versions"]["diffusers"] and record["status"] == "ok"
         assert files["txt"].decode() == record["prompt"]
-        assert Image.open(io.BytesIO(files["png"])).size == (64, 64)
-    assert sorted(r["key"] for r in index(out)) == EXAMPLE_KEYS
+        assert Image.open(io.BytesIO(files["png"])).size == (32, 32)
+    assert sorted(r["key"] for r in index(out)) == sorted(samples)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["counts"]["ok"] == 4
     assert "answer: 4 samples (0 failed) in 1 shards" in proc.stdout and "samples/s" in proc.stdout

@@ -115,6 +115,17 @@ def test_judge_scores_each_attribute():
         J.judge(im, "a dog")
 
 
+def test_detector_splits_touching_objects_and_absorbs_stray_pixels():
+    touching = data.Scene((data.Obj("square", "red", 10, 16, 6), data.Obj("circle", "blue", 23, 16, 6)),
+                          "left", background=0, noise=0.0, noise_seed=0)
+    assert J.describe(render(touching)) == "a red square to the left of a blue circle"
+    im = render(data.Scene((data.Obj("square", "blue", 15, 15, 8),), None, 0, 0.0, 0))
+    im[10:24, 14] = data.PALETTE["green"]  # a 14 px green streak inside, as a model may leave
+    im[7, 10:14] = data.PALETTE["yellow"]  # and a yellow fringe on the edge
+    assert [(d.colour, d.shape) for d in J.detect(im)] == [("blue", "square")]
+    assert J.judge(im, "a blue square")["all"] == 1.0
+
+
 def test_describe_round_trips():
     for im, _, scene in dataset(300, seed=21):
         spec = parse_caption(J.describe(im))

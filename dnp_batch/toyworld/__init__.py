@@ -10,7 +10,8 @@
 """
 
 from .data import Obj, Scene, Spec, caption, dataset, parse_caption, prompts, render, sample_scene
-from .judge import JudgeCaptioner, describe, detect, judge, judge_many
+from .judge import JudgeCaptioner, describe, detect, judge_many
 
+# `judge` (the function) stays in `toyworld.judge`, so the submodule keeps its name here.
 __all__ = ["Obj", "Scene", "Spec", "caption", "dataset", "parse_caption", "prompts", "render", "sample_scene",
-           "JudgeCaptioner", "describe", "detect", "judge", "judge_many"]
+           "JudgeCaptioner", "describe", "detect", "judge_many"]

@@ -48,7 +48,7 @@ from .model import (
     pixel_stats,
 )
 
-DEFAULTS = dict(batch_size=32, lr=6e-4, warmup=100, final_lr_fraction=0.1, weight_decay=0.0, grad_clip=1.0,
+DEFAULTS = dict(batch_size=32, lr=1.5e-3, warmup=100, final_lr_fraction=0.1, weight_decay=0.0, grad_clip=1.0,
                 ema_decay=0.999, caption_dropout=0.1, min_snr_gamma=5.0)
 CALIBRATION_STEPS = (10, 40)  # time steps [10, 40) to plan a --minutes run (all inside the warm-up)
 
@@ -111,15 +111,24 @@ def _write_logs(directory: Path, log: dict) -> None:
 
 def train(out: str | os.PathLike, seed: int = 0, minutes: float | None = None, steps: int | None = None,
           save_every: float = 5.0, log_every: int = 10, quiet: bool = False, **overrides) -> dict:
-    """Train and save into `out`; returns the log. See the module docstring."""
+    """Train and save into `out`; returns the log. See the module docstring. Runs on one thread
+    (the caller's thread count is restored after)."""
     if minutes is None and steps is None:
         raise ValueError("give --minutes or --steps")
     hp = {**DEFAULTS, **overrides}
     unknown = set(hp) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown settings: {sorted(unknown)}")
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    out = Path(out).expanduser().absolute()
+    try:
+        return _train(Path(out).expanduser().absolute(), seed, minutes, steps, save_every, log_every, quiet, hp)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(out: Path, seed: int, minutes: float | None, steps: int | None, save_every: float, log_every: int,
+           quiet: bool, hp: dict) -> dict:
     t_start = time.perf_counter()
 
     tok = build_tokenizer()
@@ -224,7 +233,7 @@ def train(out: str | os.PathLike, seed: int = 0, minutes: float | None = None, s
             event(f"time cap {cap_s / 60:.1f} min reached at step {step} of {total}: stopping early")
             log["stopped_early"] = True
             break
-        if save_every and now - last_save > save_every * 60 and step < (total or 0):
+        if save_every and now - last_save > save_every * 60 and (total or 0) - step > 50:
             log["minutes_elapsed"] = round((now - t_start) / 60, 2)
             _save(out, build_pipeline(vae, ema_text, tok, ema_unet), log)
             last_save = time.perf_counter()
