@@ -33,3 +33,14 @@ def test_pipeline_bench_prints_throughput_and_memory_ratios(ray_env):
     peaks = [line.split() for line in proc.stdout.splitlines() if line.startswith("memory")]
     assert [p[1] for p in peaks] == ["200", "2000"]
     assert all(float(p[p.index("peak_rss_mb") + 1]) > 0 for p in peaks)
+
+
+def test_fidelity_bench_runs_on_the_toy_model(tmp_path):
+    """bench/fidelity.py end to end on a few samples (the README's table comes from --n 200)."""
+    out = tmp_path / "fidelity.csv"
+    proc = subprocess.run([sys.executable, "bench/fidelity.py", "--n", "4", "--steps", "4", "--methods", "cfg,dns",
+                           "--csv", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = out.read_text().splitlines()
+    assert rows[0].startswith("method,nfe,seconds_per_image,shape") and len(rows) == 3
+    assert [r.split(",")[0] for r in rows[1:]] == ["cfg", "dns"]
