@@ -130,20 +130,24 @@ def parse_override(text: str) -> tuple[list[str], object]:
     return path.strip().split("."), parsed
 
 
+def read_yaml_mapping(path: str | Path, what: str) -> dict:
+    """A YAML file that must hold a mapping; errors name the file (`what`: "config file", ...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what} {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{what} {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {path} must hold a mapping of settings, got {type(data).__name__}")
+    return data
+
+
 def load_config(path: str | Path | None = None, sets: list[str] = (), **overrides) -> JobConfig:
     """Read a YAML config (or the built-in defaults), apply `--set KEY=VALUE` overrides, then the
     keyword overrides whose value is not None. Unknown keys are errors naming the key."""
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"config file {path} is not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"config file {path} must hold a mapping of settings, got {type(data).__name__}")
+    data: dict = {} if path is None else read_yaml_mapping(path, "config file")
     for text in sets:
         keys, value = parse_override(text)
         node = data

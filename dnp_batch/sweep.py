@@ -23,9 +23,7 @@ import json
 import re
 from pathlib import Path
 
-import yaml
-
-from .config import JobConfig, load_config
+from .config import JobConfig, load_config, read_yaml_mapping
 
 AXES = (
     "method", "guidance_scale", "dns_guidance_scale", "guidance_rescale", "scheduler", "steps",
@@ -50,14 +48,7 @@ def _check_axes(where: str, mapping: dict) -> None:
 def load_sweep(path: str | Path) -> tuple[str, str, list[tuple[str, JobConfig, dict]]]:
     """(sweep name, baseline point name, [(point name, config, overrides)]) from a sweep file."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"sweep file {path} does not exist")
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"sweep file {path} is not valid YAML: {e}") from None
-    if not isinstance(spec, dict):
-        raise ValueError(f"sweep file {path} must hold a mapping")
+    spec = read_yaml_mapping(path, "sweep file")
     unknown = [key for key in spec if key not in SWEEP_KEYS]
     if unknown:
         raise ValueError(f"sweep file {path}: unknown key {unknown[0]!r}; known: {', '.join(SWEEP_KEYS)}")
