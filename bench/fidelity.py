@@ -21,6 +21,7 @@ import torch
 
 from dnp_batch import AnswerConfig, generate, load_pipeline
 from dnp_batch.toyworld.data import prompts
+from dnp_batch.toyworld.evaluate import wilson
 from dnp_batch.toyworld.judge import ATTRIBUTES, JudgeCaptioner, judge
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,16 +40,6 @@ METHODS = [
     ("answer-until0.25", "answer", {"answer": AnswerConfig(until=0.25)}),
     ("answer-until1.0", "answer", {"answer": AnswerConfig(until=1.0)}),
 ]
-
-
-def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion."""
-    if n == 0:
-        return math.nan, math.nan
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
 
 
 def run_method(pipe, method, kwargs, texts, seeds, args) -> dict:

@@ -159,14 +159,34 @@ def test_training_is_deterministic_and_loads(tmp_path):
     from dnp_batch.toyworld.train import train
 
     for name in ("a", "b"):
-        train(tmp_path / name, seed=3, steps=2, save_every=0, quiet=True, batch_size=4)
+        train(tmp_path / name, seed=3, steps=2, save_every=0, quiet=True, batch_size=4, eval_n=4, eval_steps=2)
     for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
         assert (tmp_path / "a" / part).read_bytes() == (tmp_path / "b" / part).read_bytes()
     log = json.loads((tmp_path / "a" / "train_log.json").read_text())
     assert log["complete"] and log["steps_done"] == 2 and log["seed"] == 3
+    assert [e["step"] for e in log["evals"]] == [2] and 0 <= log["evals"][0]["all"] <= 1
     pipe = load_pipeline(tmp_path / "a")
     out = generate(pipe, ["a red circle"], [0], "cfg", height=32, width=32, num_inference_steps=2)
     assert out.images[0].size == (32, 32)
+
+
+def test_resumed_training_equals_an_uninterrupted_run(tmp_path):
+    """Weights, EMA and AdamW state after 2 + 2 steps (resumed from the saved checkpoint) are the
+    bytes of 4 uninterrupted steps; a stop by time leaves a resumable, incomplete run."""
+    from dnp_batch.toyworld.train import train
+
+    settings = dict(seed=5, save_every=0, quiet=True, batch_size=4, eval_every=0, relation_share=0.8)
+    train(tmp_path / "straight", steps=4, **settings)
+    stopped = train(tmp_path / "resumed", steps=4, minutes=0.0, **settings)  # stops after its first step
+    assert not stopped["complete"] and stopped["steps_done"] == 1
+    train(tmp_path / "resumed", steps=2, resume=True, **settings)
+    log = train(tmp_path / "resumed", steps=4, resume=True, **settings)
+    assert log["complete"] and log["steps_done"] == 4 and len(log["sessions"]) == 3
+    for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
+                 "checkpoint/state.safetensors"):
+        assert (tmp_path / "straight" / part).read_bytes() == (tmp_path / "resumed" / part).read_bytes(), part
+    with pytest.raises(ValueError, match="seed 5"):
+        train(tmp_path / "resumed", steps=6, resume=True, **{**settings, "seed": 6})
 
 
 @pytest.mark.skipif(not (MODEL_DIR / "model_index.json").is_file(),
@@ -174,8 +194,9 @@ def test_training_is_deterministic_and_loads(tmp_path):
 def test_trained_model_loads_and_samples():
     pipe = load_pipeline(MODEL_DIR)
     assert pipe.vae_scale_factor == 1 and pipe.unet.config.sample_size == 32
-    weights = sum(p.stat().st_size for p in MODEL_DIR.rglob("*.safetensors"))
+    weights = sum(p.stat().st_size for p in MODEL_DIR.rglob("*.safetensors") if "checkpoint" not in p.parts)
     assert weights < 20e6
+    assert (MODEL_DIR / "checkpoint" / "state.safetensors").is_file()  # training can be resumed
     log = json.loads((MODEL_DIR / "train_log.json").read_text())
     assert log["steps_done"] > 0
     out = generate(pipe, ["a red circle", "two blue squares"], [0, 1], "cfg", guidance_scale=6.0,

@@ -151,9 +151,18 @@ def _pair(rng, first: tuple[str, str], second: tuple[str, str], relation: str | 
             return a, b
 
 
-def sample_scene(rng: np.random.Generator) -> Scene:
-    """A random scene: one object, two identical objects, or two different ones in a relation."""
-    kind = str(rng.choice(list(KIND_WEIGHTS), p=list(KIND_WEIGHTS.values())))
+def kind_weights(relation_share: float) -> dict[str, float]:
+    """Scene-kind weights with `relation_share` of relation scenes, the rest split between single
+    objects and "two X" as in `KIND_WEIGHTS` (so `kind_weights(0.5) == KIND_WEIGHTS`)."""
+    rest = KIND_WEIGHTS["single"] + KIND_WEIGHTS["two"]
+    return {"single": (1 - relation_share) * KIND_WEIGHTS["single"] / rest,
+            "two": (1 - relation_share) * KIND_WEIGHTS["two"] / rest, "relation": relation_share}
+
+
+def sample_scene(rng: np.random.Generator, weights: dict[str, float] = KIND_WEIGHTS) -> Scene:
+    """A random scene: one object, two identical objects, or two different ones in a relation
+    (kinds drawn with `weights`; evaluation prompts always use `KIND_WEIGHTS`)."""
+    kind = str(rng.choice(list(weights), p=list(weights.values())))
     colour, shape = str(rng.choice(COLOURS)), str(rng.choice(SHAPES))
     if kind == "single":
         s = int(rng.integers(SINGLE_SIZES[0], SINGLE_SIZES[1] + 1))

@@ -187,33 +187,70 @@ def images_to_latents(images: np.ndarray, mean: Sequence[float], std: Sequence[f
 
 TEXT_HIDDEN = 64
 
+# The UNets and text encoders tried (train.py's `--arch`). "v1" is the first committed model:
+# cross-attention at 8² only. "v2" adds cross-attention (and so self-attention) at 16², where two
+# objects of size 5–7 are a few pixels apart, and a wider 8² level; "v2-text4" also deepens the
+# text encoder (CLIP's causal mask means only tokens after "left of" know the relation).
+ARCHITECTURES: dict[str, dict] = {
+    "v1": dict(
+        unet=dict(
+            block_out_channels=(32, 64, 64),
+            down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),  # 32², 16², 8² (cross-attn)
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        ),
+        text_layers=3,
+    ),
+    "v2": dict(
+        unet=dict(
+            block_out_channels=(32, 64, 96),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),  # 16², 8² attn
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        ),
+        text_layers=3,
+    ),
+    "v2-narrow": dict(
+        unet=dict(
+            block_out_channels=(32, 64, 64),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        ),
+        text_layers=3,
+    ),
+    "v2-text4": dict(
+        unet=dict(
+            block_out_channels=(32, 64, 96),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        ),
+        text_layers=4,
+    ),
+}
 
-def build_text_encoder(tok: CLIPTokenizer, seed: int) -> CLIPTextModel:
+
+def build_text_encoder(tok: CLIPTokenizer, seed: int, layers: int = 3) -> CLIPTextModel:
     torch.manual_seed(seed)
     return CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tok), hidden_size=TEXT_HIDDEN, intermediate_size=128, num_attention_heads=4,
-        num_hidden_layers=3, projection_dim=TEXT_HIDDEN, max_position_embeddings=MAX_LENGTH,
+        num_hidden_layers=layers, projection_dim=TEXT_HIDDEN, max_position_embeddings=MAX_LENGTH,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     ))
 
 
-UNET_CONFIG = dict(
-    sample_size=IMAGE_SIZE,
-    in_channels=LATENT_CHANNELS,
-    out_channels=LATENT_CHANNELS,
-    block_out_channels=(32, 64, 64),
-    layers_per_block=1,
-    down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),  # 32², 16², 8² (cross-attn)
-    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-    cross_attention_dim=TEXT_HIDDEN,
-    attention_head_dim=8,
-    norm_num_groups=32,
-)
+def unet_config(arch: str = "v1") -> dict:
+    """The full `UNet2DConditionModel` config of an architecture in `ARCHITECTURES`."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown toy architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    return dict(sample_size=IMAGE_SIZE, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, layers_per_block=1,
+                cross_attention_dim=TEXT_HIDDEN, attention_head_dim=8, norm_num_groups=32,
+                **ARCHITECTURES[arch]["unet"])
 
 
-def build_unet(seed: int, **overrides) -> UNet2DConditionModel:
+UNET_CONFIG = unet_config("v1")
+
+
+def build_unet(seed: int, arch: str = "v1", **overrides) -> UNet2DConditionModel:
     torch.manual_seed(seed)
-    return UNet2DConditionModel(**{**UNET_CONFIG, **overrides})
+    return UNet2DConditionModel(**{**unet_config(arch), **overrides})
 
 
 def build_pipeline(vae, text_encoder, tokenizer, unet) -> StableDiffusionPipeline:

@@ -1,19 +1,25 @@
 """Train the toy-world text-to-image model on the CPU and save it as a diffusers pipeline.
 
-    python -m dnp_batch.toyworld.train --out models/toy-shapes --seed 0 --minutes 40
+    python -m dnp_batch.toyworld.train --out models/toy-shapes --steps 9000 --seed 0 --minutes 100
 
 A `StableDiffusionPipeline`: the exact identity VAE of `model.py` (so the diffusion runs on
 normalised 32×32 pixels), a small CLIP text encoder over a grammar-word tokenizer, trained jointly
-with a small UNet (standard epsilon-prediction DDPM loss on SD's scaled-linear betas, Min-SNR-5
-weights, 10% of captions dropped to "" so that CFG's ∅ = the encoding of "" is learnt), AdamW
-with warm-up and cosine decay, and an EMA of the weights, which is what is saved.
+with a small UNet (`--arch`, see `model.ARCHITECTURES`; standard epsilon-prediction DDPM loss on
+SD's scaled-linear betas, Min-SNR-5 weights, 10% of captions dropped to "" so that CFG's ∅ = the
+encoding of "" is learnt), AdamW with a linear warm-up then a constant rate, and an EMA of the
+weights, which is what the pipeline holds.
 
-Deterministic for (seed, steps) on one machine: one thread, `torch.manual_seed`, and batch `i`
-drawn from `numpy.random.default_rng([seed, i])` (fresh scenes every step). `--steps N` fixes the
-run; `--minutes M` alone times the first steps and plans N to fit M minutes (the plan is in the
-log, so `--steps N` repeats the run exactly) and stops at 1.5·M in any case; with both, M is a
-hard cap. The EMA pipeline is saved every `--save-every` minutes (log `"complete": false`) and at
-the end, with `train_log.json` (settings, loss curve, timings) and `train_log.txt` in OUT.
+Deterministic for (seed, steps, settings) on one machine: one thread; batch `i` (scenes, caption
+drop-out, noise, time steps) comes from `SeedSequence([seed, i])` alone, so no RNG state carries
+from step to step. The rate is constant after the warm-up, so a run of N steps is the prefix of
+any longer run.
+
+Resumable: OUT/checkpoint/ holds everything that carries over (raw and EMA weights, AdamW's
+moments and step counts, the step, the settings); `--resume` continues from it and gives the
+same bytes as an uninterrupted run of the same total steps. `--minutes M` stops (resumably) after
+M minutes. The EMA pipeline and the checkpoint are saved every `--save-every` minutes and at the
+end, with `train_log.json` (settings, loss curve, the judge's adherence on validation prompts
+every `eval_every` steps, timings) and `train_log.txt`.
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import shutil
 import sys
@@ -32,13 +37,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import DDPMScheduler
+from safetensors.torch import load_file, save_file
 
 from ..models import library_versions, quiet_progress_bars
 from ..tiny import SD_SCHEDULER_CONFIG
-from .data import render, sample_scene
+from .data import caption, kind_weights, prompts, render, sample_scene
 from .model import (
+    ARCHITECTURES,
     MAX_LENGTH,
-    UNET_CONFIG,
     build_pipeline,
     build_text_encoder,
     build_tokenizer,
@@ -46,27 +52,34 @@ from .model import (
     build_vae,
     images_to_latents,
     pixel_stats,
+    unet_config,
 )
 
-DEFAULTS = dict(batch_size=32, lr=1.5e-3, warmup=100, final_lr_fraction=0.1, weight_decay=0.0, grad_clip=1.0,
-                ema_decay=0.999, caption_dropout=0.1, min_snr_gamma=5.0)
-CALIBRATION_STEPS = (10, 40)  # time steps [10, 40) to plan a --minutes run (all inside the warm-up)
+DEFAULTS = dict(arch="v1", batch_size=32, lr=1.5e-3, warmup=100, weight_decay=0.0, grad_clip=1.0, ema_decay=0.999,
+                caption_dropout=0.1, min_snr_gamma=5.0, relation_share=0.5,
+                eval_every=500, eval_n=64, eval_w=5.0, eval_steps=20)
+# Validation prompts for the training curve; the held-out set of the README (evaluate.HELDOUT_PROMPT_SEED)
+# is another seed, never looked at while training.
+VALIDATION_PROMPT_SEED = 4321
+CHECKPOINT = "checkpoint"
 
 
-def lr_factor(step: int, total: int, warmup: int, final: float) -> float:
-    """Linear warm-up, then cosine from 1 to `final` at `total`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
+def lr_factor(step: int, warmup: int) -> float:
+    """Linear warm-up, then constant (so a run can be extended: see the module docstring)."""
+    return min(1.0, (step + 1) / warmup)
 
 
-def batch_data(seed: int, step: int, batch_size: int, dropout: float) -> tuple[np.ndarray, list[str]]:
-    """Batch `step`'s images and captions (a caption dropped to "" with probability `dropout`)."""
-    from .data import caption
+def step_rng(seed: int, step: int) -> tuple[np.random.Generator, torch.Generator]:
+    """Step `step`'s generators (numpy for scenes and drop-out, torch for noise and time steps)."""
+    ss = np.random.SeedSequence([seed, step])
+    return np.random.default_rng(ss), torch.Generator().manual_seed(int(ss.generate_state(1, np.uint64)[0] >> 1))
 
-    rng = np.random.default_rng([seed, step])
-    scenes = [sample_scene(rng) for _ in range(batch_size)]
+
+def batch_data(rng: np.random.Generator, batch_size: int, dropout: float, relation_share: float
+               ) -> tuple[np.ndarray, list[str]]:
+    """A batch's images and captions (a caption dropped to "" with probability `dropout`)."""
+    weights = kind_weights(relation_share)
+    scenes = [sample_scene(rng, weights) for _ in range(batch_size)]
     drop = rng.random(batch_size) < dropout
     return np.stack([render(s) for s in scenes]), ["" if d else caption(s) for s, d in zip(scenes, drop)]
 
@@ -77,14 +90,12 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         e.lerp_(p, 1 - decay)
 
 
-def _save(out: Path, pipe, log: dict) -> None:
-    """Write the pipeline and its log into `out`, replacing it whole (temp sibling, then rename)."""
+def _replace_dir(out: Path, fill) -> None:
+    """Write `out` whole: `fill(tmp)` into a temp sibling, then rename over `out`."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        with quiet_progress_bars():
-            pipe.save_pretrained(tmp, safe_serialization=True)
-        _write_logs(tmp, log)
+        fill(tmp)
         for path in [tmp, *tmp.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
         if out.exists():
@@ -102,105 +113,169 @@ def _save(out: Path, pipe, log: dict) -> None:
 def _write_logs(directory: Path, log: dict) -> None:
     (directory / "train_log.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
     lines = [f"# toy-shapes training log ({'complete' if log['complete'] else 'in progress'})"]
-    lines += [f"{k}: {json.dumps(v)}" for k, v in log.items() if k not in ("curve", "events", "complete")]
+    lines += [f"{k}: {json.dumps(v)}" for k, v in log.items() if k not in ("curve", "evals", "events", "complete")]
     lines += ["", "step  elapsed_s  lr  loss(min-snr weighted)  mse"]
     lines += [f"{r['step']:6d} {r['elapsed_s']:9.1f} {r['lr']:.2e} {r['loss']:.5f} {r['mse']:.5f}" for r in log["curve"]]
+    lines += ["", f"validation (CFG w={log['settings']['eval_w']}, {log['settings']['eval_steps']} DDIM steps, "
+                  f"{log['settings']['eval_n']} prompts of seed {VALIDATION_PROMPT_SEED}, EMA weights)",
+              "step  shape  colour  count  relation  all"]
+    lines += [f"{e['step']:6d} {e['shape']:.3f}  {e['colour']:.3f}  {e['count']:.3f}  {e['relation']:.3f}     {e['all']:.3f}"
+              for e in log["evals"]]
     lines += ["", *log["events"]]
     (directory / "train_log.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def train(out: str | os.PathLike, seed: int = 0, minutes: float | None = None, steps: int | None = None,
-          save_every: float = 5.0, log_every: int = 10, quiet: bool = False, **overrides) -> dict:
-    """Train and save into `out`; returns the log. See the module docstring. Runs on one thread
-    (the caller's thread count is restored after)."""
-    if minutes is None and steps is None:
-        raise ValueError("give --minutes or --steps")
+def _checkpoint_tensors(unet, text_encoder, ema_unet, ema_text, opt, params) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for prefix, module in (("unet", unet), ("text", text_encoder), ("ema_unet", ema_unet), ("ema_text", ema_text)):
+        tensors.update({f"{prefix}.{k}": v.detach().clone().contiguous() for k, v in module.state_dict().items()})
+    for i, p in enumerate(params):
+        for k, v in opt.state.get(p, {}).items():
+            tensors[f"opt.{i}.{k}"] = v.detach().clone().contiguous()
+    return tensors
+
+
+def _load_checkpoint(path: Path, unet, text_encoder, ema_unet, ema_text, opt, params) -> None:
+    tensors = load_file(path / "state.safetensors")
+    for prefix, module in (("unet", unet), ("text", text_encoder), ("ema_unet", ema_unet), ("ema_text", ema_text)):
+        module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+    for i, p in enumerate(params):
+        state = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
+        if state:
+            opt.state[p] = state
+
+
+def train(out: str | os.PathLike, seed: int = 0, steps: int = 1000, minutes: float | None = None,
+          resume: bool = False, save_every: float = 10.0, log_every: int = 10, quiet: bool = False,
+          device: str = "cpu", **overrides) -> dict:
+    """Train (or, with `resume`, continue) and save into `out`; returns the log. See the module
+    docstring. Runs on one thread (the caller's thread count is restored after)."""
     hp = {**DEFAULTS, **overrides}
     unknown = set(hp) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown settings: {sorted(unknown)}")
+    if hp["arch"] not in ARCHITECTURES:
+        raise ValueError(f"unknown --arch {hp['arch']!r}; known: {', '.join(ARCHITECTURES)}")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train(Path(out).expanduser().absolute(), seed, minutes, steps, save_every, log_every, quiet, hp)
+        return _train(Path(out).expanduser().absolute(), seed, steps, minutes, resume, save_every, log_every, quiet,
+                      torch.device(device), hp)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(out: Path, seed: int, minutes: float | None, steps: int | None, save_every: float, log_every: int,
-           quiet: bool, hp: dict) -> dict:
-    t_start = time.perf_counter()
+def _validate(pipe, hp: dict, device: torch.device) -> dict:
+    """The judge's adherence of the EMA pipeline on the validation prompts (CFG at eval_w)."""
+    from ..api import generate
+    from .judge import judge_many
 
+    texts = prompts(hp["eval_n"], VALIDATION_PROMPT_SEED)
+    with quiet_progress_bars():
+        images = generate(pipe, texts, list(range(len(texts))), "cfg", guidance_scale=hp["eval_w"],
+                          num_inference_steps=hp["eval_steps"], height=32, width=32, batch_size=64).images
+    return judge_many(images, texts)
+
+
+def _train(out: Path, seed: int, steps: int, minutes: float | None, resume: bool, save_every: float, log_every: int,
+           quiet: bool, device: torch.device, hp: dict) -> dict:
+    t_start = time.perf_counter()
     tok = build_tokenizer()
     mean, std = pixel_stats()
-    vae = build_vae(mean, std)
-    text_encoder = build_text_encoder(tok, seed)
-    unet = build_unet(seed + 1)
+    vae = build_vae(mean, std).to(device)
+    arch = ARCHITECTURES[hp["arch"]]
+    text_encoder = build_text_encoder(tok, seed, arch["text_layers"]).to(device)
+    unet = build_unet(seed + 1, hp["arch"]).to(device)
     ema_text, ema_unet = copy.deepcopy(text_encoder).eval(), copy.deepcopy(unet).eval()
     for m in (vae, ema_text, ema_unet):
         m.requires_grad_(False)
     params = [*unet.parameters(), *text_encoder.parameters()]
     opt = torch.optim.AdamW(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
     noise_sched = DDPMScheduler.from_config(SD_SCHEDULER_CONFIG)
-    alphas = noise_sched.alphas_cumprod
+    alphas = noise_sched.alphas_cumprod.to(device)
     snr = alphas / (1 - alphas)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
     id_cache: dict[str, list[int]] = {}
 
     def ids_for(texts: list[str]) -> torch.Tensor:
         for t in texts:
             if t not in id_cache:  # as the pipeline's encode_prompt tokenizes
                 id_cache[t] = tok(t, padding="max_length", max_length=MAX_LENGTH, truncation=True).input_ids
-        return torch.tensor([id_cache[t] for t in texts])
+        return torch.tensor([id_cache[t] for t in texts], device=device)
 
-    log = {
-        "complete": False,
-        "seed": seed,
-        "planned_steps": steps,
-        "steps_done": 0,
-        "minutes_budget": minutes,
-        "settings": hp,
-        "unet_config": {k: list(v) if isinstance(v, tuple) else v for k, v in UNET_CONFIG.items()},
-        "params": {"unet": sum(p.numel() for p in unet.parameters()),
-                   "text_encoder": sum(p.numel() for p in text_encoder.parameters())},
-        "vae": {"kind": "exact identity (model.py)", "pixel_mean": mean, "pixel_std": std},
-        "data": "fresh scenes every step: batch i from numpy default_rng([seed, i])",
-        "threads": torch.get_num_threads(),
-        "versions": library_versions(),
-        "curve": [],
-        "events": [],
-    }
+    step = 0
+    ckpt = out / CHECKPOINT
+    if resume and (ckpt / "state.json").is_file():
+        state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+        if (state["seed"], state["settings"]) != (seed, hp):
+            raise ValueError(f"--resume: the checkpoint in {ckpt} was trained with seed {state['seed']} and "
+                             f"{state['settings']}, not seed {seed} and {hp}; give the same settings or a new --out")
+        _load_checkpoint(ckpt, unet, text_encoder, ema_unet, ema_text, opt, params)
+        step = state["step"]
+        log = json.loads((out / "train_log.json").read_text(encoding="utf-8"))
+    elif resume:
+        raise ValueError(f"--resume: no checkpoint in {ckpt}; run without --resume to start")
+    else:
+        log = {
+            "complete": False, "seed": seed, "steps": steps, "steps_done": 0, "settings": hp,
+            "unet_config": {k: list(v) if isinstance(v, tuple) else v for k, v in unet_config(hp["arch"]).items()},
+            "text_layers": arch["text_layers"],
+            "params": {"unet": sum(p.numel() for p in unet.parameters()),
+                       "text_encoder": sum(p.numel() for p in text_encoder.parameters())},
+            "vae": {"kind": "exact identity (model.py)", "pixel_mean": mean, "pixel_std": std},
+            "data": "batch i from SeedSequence([seed, i]): fresh scenes, drop-out, noise and time steps",
+            "threads": torch.get_num_threads(), "device": str(device), "versions": library_versions(),
+            "curve": [], "evals": [], "events": [], "sessions": [],
+        }
+    log["steps"] = steps
+    log["sessions"].append({"from_step": step, "device": str(device)})
+    session_t0 = time.perf_counter()
 
     def event(text: str) -> None:
-        line = f"[{time.perf_counter() - t_start:8.1f}s] {text}"
+        line = f"[step {step:6d}, +{time.perf_counter() - t_start:8.1f}s] {text}"
         log["events"].append(line)
         if not quiet:
             print(line, flush=True)
 
-    event(f"setup done; unet {log['params']['unet']:,} params, text encoder {log['params']['text_encoder']:,}")
-    total = steps
-    cap_s = None if minutes is None else minutes * 60 * (1.0 if steps is not None else 1.5)
+    def save(complete: bool) -> None:
+        log["complete"] = complete
+        log["steps_done"] = step
+        log["sessions"][-1].update(to_step=step, minutes=round((time.perf_counter() - session_t0) / 60, 2))
+        log["minutes_total"] = round(sum(s.get("minutes", 0) for s in log["sessions"]), 2)
+        pipe = build_pipeline(copy.deepcopy(vae).cpu(), copy.deepcopy(ema_text).cpu(), tok, copy.deepcopy(ema_unet).cpu())
+        tensors = {k: v.cpu() for k, v in _checkpoint_tensors(unet, text_encoder, ema_unet, ema_text, opt, params).items()}
+        state = {"seed": seed, "step": step, "settings": hp, "format": "state.safetensors: unet./text. raw weights, "
+                 "ema_unet./ema_text. EMA weights, opt.<param index>.<exp_avg|exp_avg_sq|step> AdamW state"}
+
+        def fill(tmp: Path) -> None:
+            with quiet_progress_bars():
+                pipe.save_pretrained(tmp, safe_serialization=True)
+            (tmp / CHECKPOINT).mkdir()
+            save_file(tensors, tmp / CHECKPOINT / "state.safetensors")
+            (tmp / CHECKPOINT / "state.json").write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+            _write_logs(tmp, log)
+
+        _replace_dir(out, fill)
+
+    def validate() -> None:
+        pipe = build_pipeline(vae, ema_text, tok, ema_unet)
+        pipe.register_to_config(_name_or_path=f"{out} (training, step {step})")
+        res = _validate(pipe, hp, device)
+        log["evals"].append({"step": step, **{k: round(v, 4) for k, v in res.items() if k != "n"}})
+        event("validation: " + ", ".join(f"{k} {res[k]:.3f}" for k in ("shape", "colour", "count", "relation", "all")))
+
+    event(f"{'resumed' if step else 'setup done'}; unet {log['params']['unet']:,} params, "
+          f"text encoder {log['params']['text_encoder']:,}; {steps} steps planned")
     window_loss, window_mse = [], []
     last_save = time.perf_counter()
-    t_calib = None
-    step = 0
     unet.train()
     text_encoder.train()
-    while total is None or step < total:
-        if step == CALIBRATION_STEPS[0]:
-            t_calib = time.perf_counter()
-        if total is None and step == CALIBRATION_STEPS[1]:
-            per_step = (time.perf_counter() - t_calib) / (CALIBRATION_STEPS[1] - CALIBRATION_STEPS[0])
-            remaining = minutes * 60 - (time.perf_counter() - t_start)
-            total = max(step + 1, step + int(remaining / (per_step * 1.03)))  # 3% for saves and logs
-            log["planned_steps"] = total
-            event(f"planned {total} steps ({per_step:.3f} s/step over steps {CALIBRATION_STEPS}); "
-                  f"repeat this run with --steps {total}")
-        images, texts = batch_data(seed, step, hp["batch_size"], hp["caption_dropout"])
-        latents = images_to_latents(images, mean, std)
-        noise = torch.randn(latents.shape, generator=gen)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (latents.shape[0],), generator=gen)
+    stopped = False
+    while step < steps:
+        rng, gen = step_rng(seed, step)
+        images, texts = batch_data(rng, hp["batch_size"], hp["caption_dropout"], hp["relation_share"])
+        latents = images_to_latents(images, mean, std).to(device)
+        noise = torch.randn(latents.shape, generator=gen).to(device)
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (latents.shape[0],), generator=gen).to(device)
         noisy = noise_sched.add_noise(latents, noise, t)
         hidden = text_encoder(ids_for(texts))[0]
         pred = unet(noisy, t, hidden).sample
@@ -208,7 +283,7 @@ def _train(out: Path, seed: int, minutes: float | None, steps: int | None, save_
         weight = torch.clamp(snr[t], max=hp["min_snr_gamma"]) / snr[t]
         loss = (weight * mse).mean()
         for group in opt.param_groups:
-            group["lr"] = hp["lr"] * lr_factor(step, total or 10**9, hp["warmup"], hp["final_lr_fraction"])
+            group["lr"] = hp["lr"] * lr_factor(step, hp["warmup"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, hp["grad_clip"])
@@ -219,7 +294,6 @@ def _train(out: Path, seed: int, minutes: float | None, steps: int | None, save_
         window_loss.append(loss.item())
         window_mse.append(mse.mean().item())
         step += 1
-        log["steps_done"] = step
         now = time.perf_counter()
         if step % log_every == 0:
             row = {"step": step, "elapsed_s": round(now - t_start, 1), "lr": opt.param_groups[0]["lr"],
@@ -227,49 +301,50 @@ def _train(out: Path, seed: int, minutes: float | None, steps: int | None, save_
             log["curve"].append(row)
             window_loss, window_mse = [], []
             if not quiet and step % (log_every * 10) == 0:
-                print(f"step {step}/{total} {row['elapsed_s']:.0f}s loss {row['loss']:.4f} mse {row['mse']:.4f}",
+                print(f"step {step}/{steps} {row['elapsed_s']:.0f}s loss {row['loss']:.4f} mse {row['mse']:.4f}",
                       flush=True)
-        if cap_s is not None and now - t_start > cap_s and (total is None or step < total):
-            event(f"time cap {cap_s / 60:.1f} min reached at step {step} of {total}: stopping early")
-            log["stopped_early"] = True
+        if hp["eval_every"] and step % hp["eval_every"] == 0 and step < steps:
+            validate()
+        if minutes is not None and now - session_t0 > minutes * 60 and step < steps:
+            event(f"time limit of {minutes} min reached: stopping; continue with the same command and --resume")
+            stopped = True
             break
-        if save_every and now - last_save > save_every * 60 and (total or 0) - step > 50:
-            log["minutes_elapsed"] = round((now - t_start) / 60, 2)
-            _save(out, build_pipeline(vae, ema_text, tok, ema_unet), log)
+        if save_every and now - last_save > save_every * 60 and steps - step > 50:
+            save(False)
             last_save = time.perf_counter()
-            event(f"checkpoint at step {step} saved to {out}")
-
-    if window_loss:  # the last partial window
-        log["curve"].append({"step": step, "elapsed_s": round(time.perf_counter() - t_start, 1),
-                             "lr": opt.param_groups[0]["lr"], "loss": float(np.mean(window_loss)),
-                             "mse": float(np.mean(window_mse))})
+            event(f"checkpoint saved to {out}")
+    if not stopped and hp["eval_every"]:
+        validate()
     tail = [r for r in log["curve"] if r["step"] > step - 200]
-    log["final_loss"] = float(np.mean([r["loss"] for r in tail]))
-    log["final_mse"] = float(np.mean([r["mse"] for r in tail]))
-    log["minutes_elapsed"] = round((time.perf_counter() - t_start) / 60, 2)
-    log["seconds_per_step"] = round((time.perf_counter() - t_start) / max(step, 1), 4)
-    log["complete"] = True
-    event(f"done: {step} steps in {log['minutes_elapsed']} min; loss over the last 200 steps "
-          f"{log['final_loss']:.4f} (mse {log['final_mse']:.4f})")
-    _save(out, build_pipeline(vae, ema_text, tok, ema_unet), log)
+    if tail:
+        log["final_loss"] = float(np.mean([r["loss"] for r in tail]))
+        log["final_mse"] = float(np.mean([r["mse"] for r in tail]))
+    event(f"{'stopped' if stopped else 'done'} at step {step} of {steps}"
+          + (f"; loss over the last 200 steps {log['final_loss']:.4f} (mse {log['final_mse']:.4f})" if tail else ""))
+    save(not stopped)
     return log
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dnp_batch.toyworld.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="directory for the pipeline and its log (replaced)")
+    parser.add_argument("--out", required=True, help="directory for the pipeline, its checkpoint and log (replaced)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--minutes", type=float, default=None, help="time budget (plans the steps to fit)")
-    parser.add_argument("--steps", type=int, default=None, help="number of steps (exact, reproducible)")
-    parser.add_argument("--save-every", type=float, default=5.0, help="checkpoint every M minutes (0: only at the end)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
-    parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    parser.add_argument("--steps", type=int, required=True, help="total number of steps (exact, reproducible)")
+    parser.add_argument("--minutes", type=float, default=None, help="stop (resumably) after this many minutes")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    parser.add_argument("--save-every", type=float, default=10.0, help="checkpoint every M minutes (0: only at the end)")
+    parser.add_argument("--device", default="cpu", help="cpu (deterministic) or e.g. cuda for quick pilot runs")
+    for key, value in DEFAULTS.items():
+        parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args(argv)
-    if args.minutes is None and args.steps is None:
-        parser.error("give --minutes or --steps")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    train(args.out, seed=args.seed, minutes=args.minutes, steps=args.steps, save_every=args.save_every,
-          batch_size=args.batch_size, lr=args.lr)
+    hp = {k: getattr(args, k) for k in DEFAULTS}
+    try:
+        train(args.out, seed=args.seed, steps=args.steps, minutes=args.minutes, resume=args.resume,
+              save_every=args.save_every, device=args.device, **hp)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
