@@ -12,18 +12,18 @@ import argparse
 import statistics
 import time
 
-from dnp_batch import generate, guidance, load_pipeline
-from dnp_batch.api import AnswerConfig
+from dnp_batch import generate, load_pipeline, methods
 from dnp_batch.tiny import ensure_tiny
 
-METHODS = ("cfg", "np", "dns", "dnp", "answer")
+# every method that runs without a captioner, with its default settings
+METHODS = tuple(name for name, m in methods.REGISTRY.items() if not m.needs_captioner)
 STEPS = (10, 30, 50)
 
 
 def measure(pipe, method: str, steps: int, repeats: int) -> tuple[int, float]:
     rows: list[int] = []
     hook = pipe.unet.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
-    negatives = ["blurry, low quality"] if method in ("np", "dnp") else None
+    negatives = ["blurry, low quality"] if methods.get(method).needs_negative else None
     times = []
     try:
         for _ in range(repeats):
@@ -49,10 +49,8 @@ def main(argv=None) -> None:
     for steps in STEPS:
         results = {m: measure(pipe, m, steps, args.repeats) for m in METHODS}
         cfg_nfe, cfg_time = results["cfg"]
-        ks = AnswerConfig().schedule(steps)
-        formula = {"answer": guidance.answer_nfe(steps, ks)}
         for m, (nfe, seconds) in results.items():
-            print(f"{steps:>3} {m:<7} {nfe:>5} {formula.get(m, 2 * steps):>7} {nfe / cfg_nfe:>8.2f} "
+            print(f"{steps:>3} {m:<7} {nfe:>5} {methods.get(m).nfe(steps):>7} {nfe / cfg_nfe:>8.2f} "
                   f"{seconds / cfg_time:>9.2f}")
 
 

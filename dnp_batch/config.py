@@ -7,28 +7,14 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError,
-                      model_validator)
+                      create_model, model_validator)
 
-from . import api
-from .models import SCHEDULERS
+from . import api, methods
+from .models import JUDGE_CAPTIONER, SCHEDULERS, TOY_MODEL
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AnswerSettings(_Strict):
-    k: int = Field(2, ge=0)
-    until: float = Field(0.5, ge=0.0, le=1.0)
-    shape: Literal["constant", "linear"] = "constant"
-    normalize: Literal["global", "channel", "none"] = "global"
-    negative_eps: Literal["dns_guided", "uncond", "cond"] = "dns_guided"
-
-    def to_api(self) -> api.AnswerConfig:
-        return api.AnswerConfig(**self.model_dump())
-
-
-TOY_MODEL = "toy-shapes"
 
 
 class CaptionerSettings(_Strict):
@@ -43,14 +29,6 @@ class ClipSettings(_Strict):
     model: str | None = "tiny-clip"  # open_clip name (e.g. ViT-H-14), local dir, tiny-clip; None: no score
     pretrained: str | None = None  # open_clip pretrained tag (e.g. laion2b_s32b_b79k)
     batch_size: int = Field(32, ge=1)
-
-
-class DnpSettings(_Strict):
-    same_seed: bool = True  # NP starts from the DNS chain's z_T
-
-
-class CnpSettings(_Strict):
-    every: int = Field(1, ge=1)  # refresh the negative every N steps (1 = the paper's CNP)
 
 
 class StageResources(_Strict):
@@ -80,15 +58,16 @@ def _known_scheduler(name: str | None) -> str | None:
     return name
 
 
-class JobConfig(_Strict):
+class _JobSettings(_Strict):
     """Built-in defaults: METHODS.md's hyperparameters on the trained toy-world model of this
-    repository (no downloads), whose exact judge also captions (auto-DNP, CNP) and scores."""
+    repository (no downloads), whose exact judge also captions (auto-DNP, CNP) and scores. Each
+    method's own section (`answer`, `dnp`, `cnp`, ...) comes from `dnp_batch.methods`."""
 
-    model: str = "toy-shapes"  # hub id, local diffusers dir, toy-shapes, or tiny-sdxl / tiny-sd
+    model: str = TOY_MODEL  # hub id, local diffusers dir, toy-shapes, or tiny-sdxl / tiny-sd
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     device: str = "auto"  # auto = cuda when available, else cpu
     scheduler: Annotated[str | None, AfterValidator(_known_scheduler)] = None  # None: the model's own
-    method: Literal["cfg", "np", "dns", "dnp", "auto-dnp", "cnp", "answer"] = "answer"
+    method: Literal[methods.METHODS] = "answer"
     guidance_scale: float = api.DEFAULT_GUIDANCE_SCALE
     dns_guidance_scale: float | None = None  # None = guidance_scale (METHODS.md: w_dns = w)
     guidance_rescale: float = Field(0.0, ge=0.0, le=1.0)
@@ -98,9 +77,6 @@ class JobConfig(_Strict):
     seeds: PositiveInt | list[NonNegativeInt] = 1  # N: seeds 0..N-1; a list: those seeds (rows' own win)
     batch_size: int = Field(4, ge=1)
     cpu_threads: int = Field(1, ge=1)  # torch threads per stage on CPU: fixed, so bytes don't depend on placement
-    answer: AnswerSettings = AnswerSettings()
-    dnp: DnpSettings = DnpSettings()
-    cnp: CnpSettings = CnpSettings()
     captioner: CaptionerSettings = CaptionerSettings()
     clip: ClipSettings = ClipSettings()
     judge: bool | None = None  # the toy world's exact judge in every record; None: on for toy-shapes
@@ -113,9 +89,21 @@ class JobConfig(_Strict):
         """With the toy-shapes model and no captioner named, auto-DNP captions with the exact judge."""
         if isinstance(data, dict) and data.get("model", TOY_MODEL) == TOY_MODEL:
             captioner = dict(data.get("captioner") or {})
-            captioner.setdefault("model", "toyworld-judge")
+            captioner.setdefault("model", JUDGE_CAPTIONER)
             data = {**data, "captioner": captioner}
         return data
+
+
+JobConfig = create_model(
+    "JobConfig", __base__=_JobSettings, __module__=__name__,
+    **{section: (model, model()) for section, model in methods.sections().items()},
+)
+JobConfig.__doc__ = _JobSettings.__doc__
+
+# The method sections' settings models, by their old names here.
+AnswerSettings = methods.AnswerConfig
+DnpSettings = methods.DnpSettings
+CnpSettings = methods.CnpSettings
 
 
 def parse_override(text: str) -> tuple[list[str], object]:

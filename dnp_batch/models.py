@@ -26,6 +26,8 @@ from diffusers.utils import logging as diffusers_logging
 from packaging.version import Version
 from transformers.utils import logging as transformers_logging
 
+from .toyworld.judge import JudgeCaptioner
+
 SUPPORTED_PIPELINES = (StableDiffusionPipeline, StableDiffusionXLPipeline)
 
 # Short names -> scheduler classes; each is built with `from_config(pipe.scheduler.config)`.
@@ -110,6 +112,29 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             found[name] = None
     return found
+
+
+# ---- names a config may give besides a hub id or a local dir: one place for all of them ----
+
+TINY_MODELS = {"tiny-sdxl": "sdxl", "tiny-sd": "sd", "tiny-blip2": "blip2", "tiny-clip": "clip"}
+TOY_MODEL = "toy-shapes"  # the trained toy-world model committed in models/toy-shapes
+TOY_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / TOY_MODEL
+JUDGE_CAPTIONER = JudgeCaptioner.model_id  # "toyworld-judge": the toy world's exact judge as a captioner
+
+
+def resolve_model(name: str) -> str:
+    """A hub id or local dir as given; `tiny-*` names are built on first use into the cache;
+    `toy-shapes` is the trained toy-world model of this repository."""
+    if name in TINY_MODELS:
+        from . import tiny  # tiny builds its models with this module's helpers: import it on use
+
+        return str(tiny.ensure_tiny(TINY_MODELS[name]))
+    if name == TOY_MODEL:
+        if not (TOY_MODEL_DIR / "model_index.json").is_file():
+            raise ValueError(f"the toy-shapes model is missing from {TOY_MODEL_DIR}; train it with "
+                             f"`python -m dnp_batch.toyworld.train --out {TOY_MODEL_DIR}`")
+        return str(TOY_MODEL_DIR)
+    return name
 
 
 def model_revision(source: str) -> str | None:

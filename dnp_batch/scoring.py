@@ -5,8 +5,6 @@ The score follows torchmetrics' CLIPScore: `max(100 * cos(image_emb, text_emb), 
 
 from __future__ import annotations
 
-import copy
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,9 +12,7 @@ from pathlib import Path
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.model import CLIP
 from PIL import Image
-from safetensors.torch import save_file
 
 from .models import resolve_dtype
 
@@ -28,40 +24,8 @@ WEIGHTS_NAME = "open_clip_model.safetensors"
 LOCAL_DIR_PREFIX = "local-dir:"
 HF_HUB_PREFIX = "hf-hub:"
 
-# Sizes from shared/design/FACTS.md; vocab_size stays 49408, the BPE vocabulary open_clip ships.
-TINY_CLIP_CONFIG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
-}
-# The same keys open_clip's push_to_hf_hub.save_config_for_hf writes.
-TINY_CLIP_PREPROCESS = {
-    "mean": list(open_clip.OPENAI_DATASET_MEAN),
-    "std": list(open_clip.OPENAI_DATASET_STD),
-    "interpolation": "bicubic",
-    "resize_mode": "shortest",
-}
-
 # open_clip's `precision` names; "fp16"/"bf16" keep LayerNorm in float32, as open_clip recommends.
 _PRECISIONS = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-
-
-def build_tiny_clip(out: Path) -> None:
-    """Write a tiny random open_clip model (config + safetensors) into the empty directory `out`."""
-    out = Path(out)
-    with torch.random.fork_rng(devices=[]):  # caller's RNG state untouched
-        torch.manual_seed(0)
-        model = CLIP(**copy.deepcopy(TINY_CLIP_CONFIG))
-        # A random CLIP's image and text embeddings point apart, so nearly every score clips to 0.
-        # Final-norm biases that project to one shared direction give scores of about 25-50 that
-        # still vary with image and text: enough for reports and preference labels to mean something.
-        shared = torch.randn(TINY_CLIP_CONFIG["embed_dim"])
-        with torch.no_grad():
-            model.ln_final.bias.copy_(shared @ torch.linalg.pinv(model.text_projection))
-            model.visual.ln_post.bias.copy_(shared @ torch.linalg.pinv(model.visual.proj))
-    config = {"model_cfg": TINY_CLIP_CONFIG, "preprocess_cfg": TINY_CLIP_PREPROCESS}
-    (out / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    save_file(model.state_dict(), out / WEIGHTS_NAME, metadata={"format": "pt"})
 
 
 def _check_local_dir(path: Path) -> Path:

@@ -13,39 +13,20 @@ from __future__ import annotations
 import pickle
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from . import api, tiny
+from . import api, methods
 from .captioner import Captioner, check_captioner_source
 from .config import JobConfig, StageResources
-from .models import SCHEDULERS, check_pipeline_source, library_versions, load_pipeline, model_revision
+from .models import (JUDGE_CAPTIONER, SCHEDULERS, TINY_MODELS, TOY_MODEL, check_pipeline_source, library_versions,
+                     load_pipeline, model_revision, resolve_model)
 from .prompts import Sample
 from .scoring import ClipScorer, check_clip_source
 from .sink import ShardSink, encode_image
 from .toyworld.data import parse_caption
 from .toyworld.judge import JudgeCaptioner, judge
-
-TINY_MODELS = {"tiny-sdxl": "sdxl", "tiny-sd": "sd", "tiny-blip2": "blip2", "tiny-clip": "clip"}
-TOY_MODEL = "toy-shapes"  # the trained toy-world model committed in models/toy-shapes
-TOY_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / TOY_MODEL
-JUDGE_CAPTIONER = "toyworld-judge"  # the toy world's exact judge as a captioner
-
-
-def resolve_model(name: str) -> str:
-    """A hub id or local dir as given; `tiny-*` names are built on first use into the cache;
-    `toy-shapes` is the trained toy-world model of this repository."""
-    if name in TINY_MODELS:
-        return str(tiny.ensure_tiny(TINY_MODELS[name]))
-    if name == TOY_MODEL:
-        if not (TOY_MODEL_DIR / "model_index.json").is_file():
-            raise ValueError(f"the toy-shapes model is missing from {TOY_MODEL_DIR}; train it with "
-                             f"`python -m dnp_batch.toyworld.train --out {TOY_MODEL_DIR}`")
-        return str(TOY_MODEL_DIR)
-    return name
-
 
 def uses_judge(cfg: JobConfig) -> bool:
     return cfg.model == TOY_MODEL if cfg.judge is None else cfg.judge
@@ -65,10 +46,12 @@ def resolve_device(device: str) -> str:
 
 def check_samples(cfg: JobConfig, samples: list[Sample]) -> None:
     """Refuse, before anything runs, samples that the configured method cannot run."""
-    if cfg.method in api.NEGATIVE_METHODS:
+    method = methods.get(cfg.method)
+    if method.needs_negative:
         missing = [s.key for s in samples if s.negative_prompt is None]
         if missing:
-            hint = " (human DNP: pass the negatives file of phase one with --negatives)" if cfg.method == "dnp" else ""
+            hint = " (human DNP: pass the negatives file of phase one with --negatives)" \
+                if method.reads_negatives_file else ""
             raise ValueError(
                 f"method {cfg.method!r} needs a negative_prompt for every prompt; missing for "
                 f"{len(missing)} sample(s), e.g. {missing[0]!r}{hint}"
@@ -78,7 +61,7 @@ def check_samples(cfg: JobConfig, samples: list[Sample]) -> None:
 def check_sources(cfg: JobConfig) -> None:
     """Cheap checks of every model the stages will load (local dirs, CLIP names), before any work."""
     check_pipeline_source(resolve_model(cfg.model) if cfg.model == TOY_MODEL else cfg.model)
-    if cfg.method in api.CAPTIONED_METHODS and cfg.captioner.model not in (*TINY_MODELS, JUDGE_CAPTIONER):
+    if methods.get(cfg.method).needs_captioner and cfg.captioner.model not in (*TINY_MODELS, JUDGE_CAPTIONER):
         check_captioner_source(cfg.captioner.model)
     if cfg.clip.model and cfg.clip.model not in TINY_MODELS:
         check_clip_source(cfg.clip.model, cfg.clip.pretrained)
@@ -150,13 +133,16 @@ class _Stage:
     def process(self, cfg: JobConfig, samples: list[Sample], items: list[dict]) -> None:
         raise NotImplementedError
 
-    def generate(self, cfg, samples, method, negatives=None, seeds=None, **kw) -> api.GenerateResult:
+    def generate(self, cfg, samples, **kw) -> api.GenerateResult:
+        """`cfg`'s method on `samples`, with every method setting of `cfg`."""
+        method = methods.get(cfg.method)
+        negatives = [s.negative_prompt for s in samples] if method.needs_negative else None
         return api.generate(
-            self.pipeline(cfg), [s.prompt for s in samples], seeds or [s.seed for s in samples], method,
+            self.pipeline(cfg), [s.prompt for s in samples], [s.seed for s in samples], cfg.method,
             negative_prompts=negatives, guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.steps,
-            height=cfg.height, width=cfg.width, answer=cfg.answer.to_api(),
-            dns_guidance_scale=cfg.dns_guidance_scale, guidance_rescale=cfg.guidance_rescale,
-            ids=[s.key for s in samples], batch_size=len(samples), **kw)
+            height=cfg.height, width=cfg.width, dns_guidance_scale=cfg.dns_guidance_scale,
+            guidance_rescale=cfg.guidance_rescale, ids=[s.key for s in samples], batch_size=len(samples),
+            settings={section: getattr(cfg, section) for section in methods.sections()}, **kw)
 
     def pipeline(self, cfg: JobConfig):
         """The loaded pipeline for `cfg.model` (loaded on first use), with `cfg.scheduler` set."""
@@ -188,7 +174,7 @@ class _Stage:
 
 
 class DnsCaptionStage(_Stage):
-    """auto-DNP, first half (§DNP steps 1-2): DNS chain, decode x⁻, caption it -> n*."""
+    """auto-DNP's phase one (§DNP steps 1-2): DNS chain, decode x⁻, caption it -> n*."""
 
     def __init__(self, cfgs: list[JobConfig]):
         super().__init__(cfgs)
@@ -196,21 +182,24 @@ class DnsCaptionStage(_Stage):
             self.prepare(cfg)
 
     def applies(self, cfg):
-        return cfg.method == "auto-dnp"
+        return "dns_caption" in methods.get(cfg.method).stages
 
     def prepare(self, cfg):
         self.captioner(cfg)
         api.check_size(self.pipeline(cfg), cfg.height, cfg.width)
 
     def process(self, cfg, samples, items):
-        dns = self.generate(cfg, samples, "dns")
-        captions = [c.strip() for c in self.captioner(cfg).caption(dns.images)]
-        for item, image, caption, rec in zip(items, dns.images, captions, dns.records):
-            item.update(dns_image=image, caption=caption, dns_nfe=rec["nfe"], dns_seconds=rec["seconds"])
+        dns = api.describe_dns(
+            self.pipeline(cfg), [s.prompt for s in samples], [s.seed for s in samples], self.captioner(cfg),
+            guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.steps, height=cfg.height, width=cfg.width,
+            dns_guidance_scale=cfg.dns_guidance_scale, guidance_rescale=cfg.guidance_rescale,
+            batch_size=len(samples))
+        for item, image, caption, nfe, seconds in zip(items, dns.images, dns.captions, dns.nfe, dns.seconds):
+            item.update(dns_image=image, caption=caption, dns_nfe=nfe, dns_seconds=seconds)
 
 
 class GenerationStage(_Stage):
-    """The configured method; for auto-DNP, the NP half with the captions of `DnsCaptionStage`."""
+    """The configured method; for auto-DNP, phase two with the captions of `DnsCaptionStage`."""
 
     def __init__(self, cfgs: list[JobConfig]):
         super().__init__(cfgs)
@@ -218,38 +207,31 @@ class GenerationStage(_Stage):
             self.prepare(cfg)
 
     def prepare(self, cfg):
-        if cfg.method == "cnp":
+        if self.captions_here(cfg):
             self.captioner(cfg)
         api.check_size(self.pipeline(cfg), cfg.height, cfg.width)
 
+    @staticmethod
+    def captions_here(cfg) -> bool:
+        """The method captions inside this stage (CNP), not in a stage of its own (auto-DNP)."""
+        method = methods.get(cfg.method)
+        return method.needs_captioner and "dns_caption" not in method.stages
+
     def process(self, cfg, samples, items):
-        if cfg.method == "auto-dnp":
-            self.process_auto_dnp(cfg, samples, items)
+        if "dns_caption" in methods.get(cfg.method).stages:  # phase two of a two-stage method
+            c = cfg.captioner
+            out = self.generate(cfg, samples, captions=[item["caption"] for item in items],
+                                captioner={"model": c.model, "max_new_tokens": c.max_new_tokens, "prompt": c.prompt})
+            for item, s, image, rec in zip(items, samples, out.images, out.records):
+                item["image"] = image
+                item["record"] = {**rec, **self.model_info(cfg), "metadata": s.metadata, "status": "ok",
+                                  "nfe": rec["nfe"] + item["dns_nfe"], "seconds": rec["seconds"] + item["dns_seconds"]}
             return
-        negatives = [s.negative_prompt for s in samples] if cfg.method in api.NEGATIVE_METHODS else None
-        captioner = self.captioner(cfg) if cfg.method == "cnp" else None
-        out = self.generate(cfg, samples, cfg.method, negatives, captioner=captioner, cnp_every=cfg.cnp.every,
-                            same_seed=cfg.dnp.same_seed)
+        out = self.generate(cfg, samples, captioner=self.captioner(cfg) if self.captions_here(cfg) else None)
         dns_images = out.dns_images or [None] * len(samples)
         for item, s, image, dns, rec in zip(items, samples, out.images, dns_images, out.records):
             item.update(image=image, dns_image=dns)
             item["record"] = {**rec, **self.model_info(cfg), "metadata": s.metadata, "status": "ok"}
-
-    def process_auto_dnp(self, cfg, samples, items):
-        """§DNP step 3: NP with (p, n*) from the same z_T (or a fresh seed), recorded as auto-DNP."""
-        seeds = [s.seed if cfg.dnp.same_seed else api.fresh_seed(s.seed) for s in samples]
-        w_dns = cfg.guidance_scale if cfg.dns_guidance_scale is None else cfg.dns_guidance_scale
-        out = self.generate(cfg, samples, "dnp", [item["caption"] for item in items], seeds=seeds)
-        captioner = {"model": cfg.captioner.model, "max_new_tokens": cfg.captioner.max_new_tokens,
-                     "prompt": cfg.captioner.prompt}
-        for item, s, np_seed, image, rec in zip(items, samples, seeds, out.images, out.records):
-            item["image"] = image
-            item["record"] = {
-                **rec, **self.model_info(cfg), "metadata": s.metadata, "status": "ok", "method": "auto-dnp",
-                "seed": s.seed, "np_seed": np_seed, "same_seed": cfg.dnp.same_seed, "captions": 1,
-                "captioner": captioner, "dns_guidance_scale": w_dns,
-                "nfe": rec["nfe"] + item["dns_nfe"], "seconds": rec["seconds"] + item["dns_seconds"],
-            }
 
 
 class ScoringStage(_Stage):
@@ -326,7 +308,7 @@ def build_stages(cfgs: list[JobConfig]) -> list[StageSpec]:
     """The DAG as a list: [dns_caption ->] generate [-> score] -> write; resources from the first config."""
     res = cfgs[0].stages
     specs = []
-    if any(cfg.method == "auto-dnp" for cfg in cfgs):
+    if any("dns_caption" in methods.get(cfg.method).stages for cfg in cfgs):
         specs.append(StageSpec("dns_caption", DnsCaptionStage, res.dns_caption))
     specs.append(StageSpec("generate", GenerationStage, res.generate))
     if any(cfg.clip.model or uses_judge(cfg) for cfg in cfgs):

@@ -23,12 +23,12 @@ import json
 import re
 from pathlib import Path
 
+from . import methods
 from .config import JobConfig, load_config, read_yaml_mapping
 
 AXES = (
     "method", "guidance_scale", "dns_guidance_scale", "guidance_rescale", "scheduler", "steps",
-    "answer.k", "answer.until", "answer.shape", "answer.normalize", "answer.negative_eps",
-    "cnp.every", "dnp.same_seed", "model",
+    *methods.setting_axes(), "model",
 )
 SWEEP_KEYS = ("name", "config", "set", "seeds", "baseline", "grid", "points")
 

@@ -9,6 +9,7 @@ Weights are seeded per component, so two builds are byte-identical. Sizes follow
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import open_clip
 import torch
 from diffusers import (
     AutoencoderKL,
@@ -26,11 +28,28 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from open_clip.model import CLIP
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    Blip2Config,
+    Blip2ForConditionalGeneration,
+    Blip2Processor,
+    Blip2QFormerConfig,
+    Blip2VisionConfig,
+    BlipImageProcessor,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    GenerationConfig,
+    GPT2TokenizerFast,
+    OPTConfig,
+)
 
-from .captioner import build_tiny_blip2
 from .models import quiet_progress_bars
-from .scoring import build_tiny_clip
+from .scoring import CONFIG_NAME as CLIP_CONFIG_NAME
+from .scoring import WEIGHTS_NAME as CLIP_WEIGHTS_NAME
 
 CACHE_VERSION = "v2"
 MODEL_MAX_LENGTH = 77
@@ -69,7 +88,7 @@ _MERGES = [
 ]  # fmt: skip
 
 
-def _bytes_to_unicode() -> list[str]:
+def bytes_to_unicode() -> list[str]:
     """GPT-2/CLIP byte-level alphabet: one printable character per byte value."""
     keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
     keep += list(range(ord("®"), ord("ÿ") + 1))
@@ -85,7 +104,7 @@ def _bytes_to_unicode() -> list[str]:
 
 def _write_tokenizer_files(directory: Path) -> None:
     """Write a CLIP-style byte-level BPE vocab.json + merges.txt (~530 tokens)."""
-    symbols = _bytes_to_unicode()
+    symbols = bytes_to_unicode()
     tokens = symbols + [s + "</w>" for s in symbols] + [m.replace(" ", "") for m in _MERGES] + [BOS, EOS]
     vocab = {tok: i for i, tok in enumerate(tokens)}
     (directory / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
@@ -208,6 +227,153 @@ def _save_diffusers(make: Callable[[], object]) -> Callable[[Path], None]:
         make().save_pretrained(out, safe_serialization=True)
 
     return build
+
+
+# ---- tiny BLIP-2 (dnp_batch.captioner loads it) ----
+
+# OPT's layout: <s>=0, <pad>=1, </s>=2 (its BOS and EOS), <unk>=3; then BLIP-2's <image>.
+_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<image>"]
+_TINY_IMAGE_SIZE = 32
+_TINY_QUERY_TOKENS = 4
+_TINY_VOCAB_SIZE = 384
+_TINY_MAX_POSITIONS = 256
+# A fixed corpus, so the trained byte-level BPE (and hence the whole build) is deterministic.
+_TINY_CORPUS = [
+    "a photo of a red cube on a wooden table",
+    "a blurry photo of a cat sitting on the grass",
+    "a painting of a mountain and a lake at sunset",
+    "a close up of a dog with a ball in its mouth",
+    "two people walking down a street in the rain",
+    "a bowl of fruit and a cup of coffee on a kitchen counter",
+    "a black and white picture of an old car parked by a house",
+    "a green field with trees and a blue sky with white clouds",
+    "an abstract pattern of colorful shapes and lines",
+    "a man riding a bicycle next to a river in the city",
+]
+
+
+def _tiny_tokenizer() -> GPT2TokenizerFast:
+    """An OPT-style byte-level BPE tokenizer (BOS = EOS = </s>, pad <pad>), trained in memory."""
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=_TINY_VOCAB_SIZE,
+        min_frequency=1,
+        special_tokens=_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_TINY_CORPUS, trainer=trainer)
+    tok = GPT2TokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="</s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        add_bos_token=True,  # as OPT: prompts start with </s>, like BLIP-2's default start tokens
+        model_max_length=_TINY_MAX_POSITIONS,
+    )
+    # Left in tokenizer_config.json otherwise; local_files_only follows $HF_HUB_OFFLINE.
+    for key in ("is_local", "local_files_only"):
+        tok.init_kwargs.pop(key, None)
+    return tok
+
+
+def _tiny_config(tok: GPT2TokenizerFast) -> Blip2Config:
+    heads_and_sizes = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2)
+    vision = Blip2VisionConfig(**heads_and_sizes, image_size=_TINY_IMAGE_SIZE, patch_size=4)
+    qformer = Blip2QFormerConfig(**heads_and_sizes, encoder_hidden_size=32, vocab_size=len(tok))
+    text = OPTConfig(
+        hidden_size=32,
+        ffn_dim=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        word_embed_proj_dim=32,
+        vocab_size=len(tok),
+        max_position_embeddings=_TINY_MAX_POSITIONS,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    return Blip2Config(
+        vision_config=vision.to_dict(),
+        qformer_config=qformer.to_dict(),
+        text_config=text.to_dict(),
+        num_query_tokens=_TINY_QUERY_TOKENS,
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+    )
+
+
+def _silence_unreadable_tokens(model: Blip2ForConditionalGeneration, tok: GPT2TokenizerFast) -> None:
+    """Zero the embedding (= output) rows of tokens that are not printable ASCII text (EOS kept).
+
+    A random model otherwise favours stray byte tokens that decode to U+FFFD; with zero logits
+    they lose to the word tokens, so tiny captions read as (nonsense) words.
+    """
+    keep = {tok.eos_token_id}
+    for token_id in range(len(tok)):
+        text = tok.decode([token_id])
+        if token_id not in tok.all_special_ids and text.strip() and text.isascii() and text.isprintable():
+            keep.add(token_id)
+    drop = torch.tensor([i for i in range(len(tok)) if i not in keep])
+    with torch.no_grad():
+        for embeddings in (model.get_input_embeddings(), model.get_output_embeddings()):  # tied in OPT
+            embeddings.weight[drop] = 0.0
+
+
+def build_tiny_blip2(out: Path) -> None:
+    """Write a tiny random BLIP-2 (OPT text model, 32 px images) into the existing empty dir `out`."""
+    out = Path(out)
+    tok = _tiny_tokenizer()
+    config = _tiny_config(tok)
+    with torch.random.fork_rng(devices=[]):  # the caller's RNG state is left alone
+        torch.manual_seed(0)
+        model = Blip2ForConditionalGeneration(config).eval()
+    _silence_unreadable_tokens(model, tok)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+    )
+    image_processor = BlipImageProcessor(size={"height": _TINY_IMAGE_SIZE, "width": _TINY_IMAGE_SIZE})
+    processor = Blip2Processor(image_processor, tok, num_query_tokens=_TINY_QUERY_TOKENS)
+    with quiet_progress_bars():
+        model.save_pretrained(out, safe_serialization=True)
+        processor.save_pretrained(out)
+
+
+
+# ---- tiny open_clip (dnp_batch.scoring loads it) ----
+
+# Sizes from shared/design/FACTS.md; vocab_size stays 49408, the BPE vocabulary open_clip ships.
+TINY_CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+# The same keys open_clip's push_to_hf_hub.save_config_for_hf writes.
+TINY_CLIP_PREPROCESS = {
+    "mean": list(open_clip.OPENAI_DATASET_MEAN),
+    "std": list(open_clip.OPENAI_DATASET_STD),
+    "interpolation": "bicubic",
+    "resize_mode": "shortest",
+}
+
+def build_tiny_clip(out: Path) -> None:
+    """Write a tiny random open_clip model (config + safetensors) into the empty directory `out`."""
+    out = Path(out)
+    with torch.random.fork_rng(devices=[]):  # caller's RNG state untouched
+        torch.manual_seed(0)
+        model = CLIP(**copy.deepcopy(TINY_CLIP_CONFIG))
+        # A random CLIP's image and text embeddings point apart, so nearly every score clips to 0.
+        # Final-norm biases that project to one shared direction give scores of about 25-50 that
+        # still vary with image and text: enough for reports and preference labels to mean something.
+        shared = torch.randn(TINY_CLIP_CONFIG["embed_dim"])
+        with torch.no_grad():
+            model.ln_final.bias.copy_(shared @ torch.linalg.pinv(model.text_projection))
+            model.visual.ln_post.bias.copy_(shared @ torch.linalg.pinv(model.visual.proj))
+    config = {"model_cfg": TINY_CLIP_CONFIG, "preprocess_cfg": TINY_CLIP_PREPROCESS}
+    (out / CLIP_CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    save_file(model.state_dict(), out / CLIP_WEIGHTS_NAME, metadata={"format": "pt"})
 
 
 # kind -> function that writes the model files into an existing empty directory.

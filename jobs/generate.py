@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from dnp_batch.api import METHODS
+from dnp_batch import methods
 from dnp_batch.config import load_config
 from dnp_batch.dag import run_ray
 from dnp_batch.job import run, run_local
@@ -30,7 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--prompts", required=True, help="JSONL, TXT, CSV/TSV (PartiPrompts, DrawBench) or Parquet")
     p.add_argument("--out", required=True, help="output directory or fsspec URL (memory://, s3://, gs://)")
     p.add_argument("--config", help="YAML config (see configs/); default: built-in tiny-model defaults")
-    p.add_argument("--method", choices=METHODS, help="overrides the config's method")
+    p.add_argument("--method", choices=methods.METHODS, help="overrides the config's method")
     p.add_argument("--seeds", type=parse_seeds, help="a count N (seeds 0..N-1) or a list like 0,5,9")
     p.add_argument("--samples-per-shard", type=int, help="overrides output.samples_per_shard")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -47,17 +47,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        method = args.method or ("dnp" if args.negatives else None)
+        human_dnp = next(m.name for m in methods.REGISTRY.values() if m.reads_negatives_file)
+        method = args.method or (human_dnp if args.negatives else None)
         output = {"samples_per_shard": args.samples_per_shard} if args.samples_per_shard else None
         cfg = load_config(args.config, sets=args.set, method=method, seeds=args.seeds, output=output)
-        if args.negatives and cfg.method != "dnp":
-            raise ValueError(f"--negatives is for method dnp (human DNP phase two), not {cfg.method!r}")
+        if args.negatives and cfg.method != human_dnp:
+            raise ValueError(f"--negatives is for method {human_dnp} (human DNP phase two), not {cfg.method!r}")
         samples = expand_samples(read_prompts(args.prompts), cfg.seeds)
         if args.negatives:
             samples = read_negatives(args.negatives, samples)
         distributor = run_ray if args.distributor == "ray" else run_local
         summary = run(cfg, samples, args.out, distributor, resume=args.resume, overwrite=args.overwrite)
-        if cfg.method == "dns":
+        if methods.get(cfg.method).writes_negatives_file:
             rows = [{"id": s.key, "prompt": s.prompt, "negative_prompt": ""} for s in samples]
             ShardSink(args.out).put("negatives.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
             print(f"human DNP phase one: write a negative prompt for each DNS image into "

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dnp_batch.captioner import DEFAULT_CAPTIONER, Captioner, build_tiny_blip2, load_image
+from dnp_batch.captioner import DEFAULT_CAPTIONER, Captioner, load_image
+from dnp_batch.tiny import build_tiny_blip2
 
 PROMPT = "Question: what is in the picture? Answer:"
 

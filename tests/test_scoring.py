@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dnp_batch.scoring import CONFIG_NAME, WEIGHTS_NAME, ClipScorer, build_tiny_clip
+from dnp_batch.scoring import CONFIG_NAME, WEIGHTS_NAME, ClipScorer
+from dnp_batch.tiny import build_tiny_clip
 
 # With the tiny random weights the text mostly sets the sign: the first and last give cos > 0,
 # the middle ones cos < 0; "x" * 500 is truncated to 77 tokens.

@@ -23,6 +23,7 @@ import time
 
 import torch
 
+from .. import methods
 from ..api import AnswerConfig, generate
 from ..models import load_pipeline
 from .data import dataset, prompts
@@ -61,7 +62,7 @@ def evaluate(pipe, n: int = 100, method: str = "cfg", guidance_scale: float = 6.
     """Generate `n` samples (one prompt × seed each) with `method` and judge them."""
     texts = prompts(n, prompt_seed)
     seeds = [seed0 + i for i in range(n)]
-    if method in ("auto-dnp", "cnp"):
+    if methods.get(method).needs_captioner:
         kwargs.setdefault("captioner", JudgeCaptioner())
     t0 = time.perf_counter()
     out = generate(pipe, texts, seeds, method, guidance_scale=guidance_scale, num_inference_steps=steps,

@@ -24,7 +24,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from ..tiny import SD_SCHEDULER_CONFIG, _bytes_to_unicode
+from ..tiny import SD_SCHEDULER_CONFIG, bytes_to_unicode
 from .data import IMAGE_SIZE, WORDS, dataset
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -62,7 +62,7 @@ def word_merges(words=WORDS) -> list[tuple[str, str]]:
 def write_tokenizer_files(directory: Path) -> None:
     """CLIP-style byte-level BPE vocab.json + merges.txt: bytes, bytes + </w>, the merges' results
     (every grammar word among them), BOS, EOS."""
-    symbols = _bytes_to_unicode()
+    symbols = bytes_to_unicode()
     merges = word_merges()
     tokens = symbols + [s + "</w>" for s in symbols]
     seen = set(tokens)
