@@ -28,6 +28,40 @@ def dns(eps_null: torch.Tensor, eps_p: torch.Tensor, w_dns: float) -> torch.Tens
     return eps_p + w_dns * (eps_null - eps_p)
 
 
+def answer_guidance(eps_null: torch.Tensor, eps_p: torch.Tensor, eps_neg: torch.Tensor, w: float,
+                    negative_scale: float | None = None) -> torch.Tensor:
+    """§ANSWER step 3: eps_neg + w (eps_p - eps_neg) (`negative_scale` None, the paper's form), or
+    with λ = `negative_scale`: CFG(w) + λ (eps_∅ - eps_neg) (λ = 0: exactly CFG)."""
+    if negative_scale is None:
+        return negative_prompt_guidance(eps_neg, eps_p, w)
+    out = cfg(eps_null, eps_p, w)
+    return out if negative_scale == 0 else out + negative_scale * (eps_null - eps_neg)
+
+
+def x0_from_prediction(pred: torch.Tensor, z: torch.Tensor, alpha, sigma, prediction_type: str) -> torch.Tensor:
+    """§ANSWER `x0`: the clean-image estimate from a model output at a VP latent z = alpha·x0 + sigma·eps."""
+    if prediction_type == "epsilon":
+        return (z - sigma * pred) / alpha
+    if prediction_type == "v_prediction":
+        return alpha * z - sigma * pred
+    if prediction_type == "sample":
+        return pred
+    raise ValueError(f"answer.negative_eps x0: unsupported prediction_type {prediction_type!r}")
+
+
+def prediction_from_x0(x0: torch.Tensor, z: torch.Tensor, alpha, sigma, prediction_type: str) -> torch.Tensor:
+    """§ANSWER `x0`: the model output that explains the VP latent z with clean image x0
+    (eps = (z - alpha·x0) / sigma; v = alpha·eps - sigma·x0)."""
+    eps = (z - alpha * x0) / sigma
+    if prediction_type == "epsilon":
+        return eps
+    if prediction_type == "v_prediction":
+        return alpha * eps - sigma * x0
+    if prediction_type == "sample":
+        return x0
+    raise ValueError(f"answer.negative_eps x0: unsupported prediction_type {prediction_type!r}")
+
+
 def rescale_noise_cfg(noise_cfg: torch.Tensor, eps_p: torch.Tensor, guidance_rescale: float) -> torch.Tensor:
     """§CFG guidance_rescale: Lin et al. 2023 §3.4, exactly as diffusers' `rescale_noise_cfg`."""
     std_text = eps_p.std(dim=list(range(1, eps_p.ndim)), keepdim=True)

@@ -50,6 +50,7 @@ class AnswerConfig(Settings):
     shape: str = "constant"
     normalize: str = "global"
     negative_eps: str = "dns_guided"
+    negative_scale: float | None = None  # λ; None = w - 1 in the paper's form; 0 = CFG exactly
 
     @field_validator("k", mode="before")
     @classmethod
@@ -80,7 +81,17 @@ class AnswerConfig(Settings):
     def _negative_eps(cls, v):
         return _choice("answer.negative_eps", v, NEGATIVE_EPS_MODES)
 
+    @field_validator("negative_scale", mode="before")
+    @classmethod
+    def _negative_scale(cls, v):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v != v):
+            raise ValueError(f"answer.negative_scale must be a number or null, got {v!r}")
+        return v
+
     def schedule(self, num_steps: int) -> list[int]:
+        """K_i per step; all 0 when λ = 0 (the push is off, so no mini-chain runs)."""
+        if self.negative_scale == 0:
+            return [0] * num_steps
         return [guidance.k_schedule(i, num_steps, self.k, self.until, self.shape) for i in range(num_steps)]
 
 
@@ -401,7 +412,7 @@ class Answer(Method):
     def sample(self, run, step):
         answer: AnswerConfig = run.setting()
         strategy = sampler.Answer(run.guidance_scale, run.dns_guidance_scale, answer.schedule(run.steps),
-                                  answer.normalize, answer.negative_eps, run.guidance_rescale)
+                                  answer.normalize, answer.negative_eps, run.guidance_rescale, answer.negative_scale)
         return run.chain(step.denoise, strategy, step.pos, step.null, None, step.seeds, run.callback)
 
 

@@ -15,12 +15,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from diffusers import StableDiffusionXLPipeline
+from diffusers import EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, StableDiffusionXLPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
 from . import guidance
 
-NEGATIVE_EPS_MODES = ("dns_guided", "uncond", "cond")
+NEGATIVE_EPS_MODES = ("dns_guided", "uncond", "cond", "x0")
 
 
 @dataclass
@@ -129,6 +129,34 @@ def dns_chain(denoise, scheduler, i, z, batch, w_dns, num_steps, first=None):
     return z, chain
 
 
+SIGMA_SCHEDULERS = (EulerDiscreteScheduler, EulerAncestralDiscreteScheduler)  # z = x0 + sigma·eps, scaled input
+
+
+def vp_coefficients(scheduler, step_index: int) -> tuple[float, float, float]:
+    """(alpha, sigma, c) at step `step_index` of the scheduler's timesteps, such that `c·z` is a VP
+    latent alpha·x0 + sigma·eps: from `alphas_cumprod` (DDIM, DDPM, DPM-Solver++, UniPC, PNDM), or
+    from the Euler schedulers' sigma s (alpha = c = 1/sqrt(s² + 1), sigma = s·alpha)."""
+    if isinstance(scheduler, SIGMA_SCHEDULERS):
+        s = float(scheduler.sigmas[step_index])
+        alpha = 1.0 / (s * s + 1.0) ** 0.5
+        return alpha, s * alpha, alpha
+    if not hasattr(scheduler, "alphas_cumprod"):
+        raise ValueError(f"answer.negative_eps x0 does not support {type(scheduler).__name__}")
+    a = float(scheduler.alphas_cumprod[int(scheduler.timesteps[step_index])])
+    return a**0.5, (1.0 - a) ** 0.5, 1.0
+
+
+def negative_from_x0(scheduler, pred: torch.Tensor, z_end: torch.Tensor, end: int, z: torch.Tensor,
+                     start: int) -> torch.Tensor:
+    """§ANSWER `x0`: a prediction at (z_end, step `end`) -> its clean image -> the prediction that
+    explains z at step `start` with that clean image (the scheduler's prediction type)."""
+    kind = scheduler.config.prediction_type
+    alpha_e, sigma_e, c_e = vp_coefficients(scheduler, end)
+    alpha_i, sigma_i, c_i = vp_coefficients(scheduler, start)
+    x0 = guidance.x0_from_prediction(pred, c_e * z_end, alpha_e, sigma_e, kind)
+    return guidance.prediction_from_x0(x0, c_i * z, alpha_i, sigma_i, kind)
+
+
 @dataclass
 class Answer:
     guidance_scale: float
@@ -137,20 +165,23 @@ class Answer:
     normalize: str = "global"
     negative_eps: str = "dns_guided"
     guidance_rescale: float = 0.0
+    negative_scale: float | None = None  # λ; None: the paper's form (§ANSWER step 3)
 
     def __call__(self, denoise, scheduler, i, t, z, batch):
         eps_null, eps_p = denoise(scheduler, z, t, [batch.null, batch.pos])
         k = self.ks[i]
         eps_neg = eps_null if k == 0 else self.negative(denoise, scheduler, i, z, eps_null, eps_p, k, batch)
-        eps = guidance.negative_prompt_guidance(eps_neg, eps_p, self.guidance_scale)
+        eps = guidance.answer_guidance(eps_null, eps_p, eps_neg, self.guidance_scale, self.negative_scale)
         return _rescale(eps, eps_p, self.guidance_rescale)
 
     def negative(self, denoise, scheduler, i, z, eps_null, eps_p, k, batch):
         """§ANSWER step 2: a K-step DNS mini-chain (its first step reuses the main pair), then Normalize."""
         z_neg, chain = dns_chain(denoise, scheduler, i, z, batch, self.dns_guidance_scale, k, (eps_null, eps_p))
         t_end = scheduler.timesteps[i + k]
-        if self.negative_eps == "dns_guided":
+        if self.negative_eps in ("dns_guided", "x0"):
             x = guidance.dns(*denoise(chain, z_neg, t_end, [batch.null, batch.pos]), self.dns_guidance_scale)
+            if self.negative_eps == "x0":
+                x = negative_from_x0(scheduler, x, z_neg, i + k, z, i)
         elif self.negative_eps == "uncond":
             (x,) = denoise(chain, z_neg, t_end, [batch.null])
         else:

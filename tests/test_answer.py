@@ -180,3 +180,79 @@ def test_callback_sees_every_step(tiny_sd):
     steps = []
     run(tiny_sd, steps=4, callback=lambda s: steps.append(s["i"]))
     assert steps == [0, 1, 2, 3]
+
+
+# ---- answer.negative_scale (λ) and answer.negative_eps: x0 (METHODS.md §ANSWER, updated) ----
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler"])
+def test_negative_scale_zero_is_bit_identical_to_cfg_and_runs_no_minichain(pipe, scheduler):
+    set_scheduler(pipe, scheduler)
+    cfg = run(pipe, "cfg", prompts=("a cat", "a dog"), seeds=(1, 2))
+    got = run(pipe, "answer", prompts=("a cat", "a dog"), seeds=(1, 2), answer=AnswerConfig(negative_scale=0.0))
+    assert torch.equal(got.images, cfg.images)
+    assert got.records[0]["nfe"] == 12 and got.records[0]["answer"]["negative_scale"] == 0.0
+
+
+def test_negative_scale_null_is_the_papers_form_and_w_minus_one_equals_it(pipe):
+    """λ = null computes step 3 as written (today's bits); λ = w - 1 is the same update in the
+    CFG + push form (equal up to float rounding); another λ changes the result."""
+    w = 4.0
+    paper = run(pipe, guidance_scale=w).images
+    assert torch.equal(run(pipe, guidance_scale=w, answer=AnswerConfig(negative_scale=None)).images, paper)
+    same = run(pipe, guidance_scale=w, answer=AnswerConfig(negative_scale=w - 1)).images
+    torch.testing.assert_close(same, paper, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(run(pipe, guidance_scale=w, answer=AnswerConfig(negative_scale=0.5)).images, paper)
+
+
+def test_answer_guidance_is_cfg_plus_the_push():
+    g = torch.Generator().manual_seed(0)
+    e0, ep, en = (torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    torch.testing.assert_close(guidance.answer_guidance(e0, ep, en, 5.0, 2.5),
+                               e0 + 5.0 * (ep - e0) + 2.5 * (e0 - en), rtol=0, atol=1e-12)
+    assert torch.equal(guidance.answer_guidance(e0, ep, en, 5.0, 0.0), guidance.cfg(e0, ep, 5.0))
+    assert torch.equal(guidance.answer_guidance(e0, ep, en, 5.0), guidance.negative_prompt_guidance(en, ep, 5.0))
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpmpp_2m"])
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_x0_conversion_matches_a_hand_computation(tiny_sd, scheduler, prediction_type):
+    """The chain-end prediction at (z-, t_e) -> x0- -> the prediction that explains z_{t_i}."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+    cls = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler, "dpmpp_2m": DPMSolverMultistepScheduler}[scheduler]
+    sched = cls.from_config({**dict(tiny_sd.scheduler.config), "prediction_type": prediction_type})
+    sched.set_timesteps(10)
+    g = torch.Generator().manual_seed(1)
+    z, z_end, pred = (torch.randn(1, 4, 8, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    i, e = 2, 4
+    if scheduler == "euler":  # sigma space: z = x0 + s·eps; v as EulerDiscreteScheduler converts it
+        s_e, s_i = float(sched.sigmas[e]), float(sched.sigmas[i])
+        if prediction_type == "epsilon":
+            x0 = z_end - s_e * pred
+            want = (z - x0) / s_i
+        else:
+            x0 = pred * (-s_e / (s_e**2 + 1) ** 0.5) + z_end / (s_e**2 + 1)
+            want = (z / (s_i**2 + 1) - x0) * (s_i**2 + 1) ** 0.5 / s_i
+    else:  # VP: z = sqrt(a)·x0 + sqrt(1 - a)·eps, a = alphas_cumprod[t]
+        a_e = float(sched.alphas_cumprod[int(sched.timesteps[e])])
+        a_i = float(sched.alphas_cumprod[int(sched.timesteps[i])])
+        if prediction_type == "epsilon":
+            x0 = (z_end - (1 - a_e) ** 0.5 * pred) / a_e**0.5
+            want = (z - a_i**0.5 * x0) / (1 - a_i) ** 0.5
+        else:
+            x0 = a_e**0.5 * z_end - (1 - a_e) ** 0.5 * pred
+            eps = (z - a_i**0.5 * x0) / (1 - a_i) ** 0.5
+            want = a_i**0.5 * eps - (1 - a_i) ** 0.5 * x0
+    got = sampler.negative_from_x0(sched, pred, z_end, e, z, i)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpmpp_2m"])
+def test_x0_negative_runs_with_the_nfe_of_dns_guided(tiny_sd, scheduler):
+    set_scheduler(tiny_sd, scheduler)
+    answer = AnswerConfig(negative_eps="x0", normalize="none")
+    out = run(tiny_sd, answer=answer)
+    assert out.records[0]["nfe"] == guidance.answer_nfe(6, answer.schedule(6), "x0") == 6 * 2 + 2 * 2 * 3
+    assert torch.isfinite(out.images).all()
+    assert not torch.allclose(out.images, run(tiny_sd, answer=AnswerConfig(normalize="none")).images)
