@@ -62,6 +62,21 @@ def prediction_from_x0(x0: torch.Tensor, z: torch.Tensor, alpha, sigma, predicti
     raise ValueError(f"answer.negative_eps x0: unsupported prediction_type {prediction_type!r}")
 
 
+def apg(eps_null: torch.Tensor, eps_p: torch.Tensor, diff: torch.Tensor, w: float, eta: float = 1.0,
+        norm_threshold: float = 15.0) -> torch.Tensor:
+    """§APG (Sadat et al. 2024) as diffusers' `normalized_guidance`: `diff` (eps_p - eps_∅, or its
+    momentum average) clipped to L2 norm `norm_threshold` per sample, split into the parts parallel
+    and orthogonal to eps_p (in float64), eps~ = eps_∅ + w (diff_orth + eta · diff_par)."""
+    dim = [-i for i in range(1, diff.ndim)]  # every non-batch dimension, as diffusers writes it
+    if norm_threshold > 0:
+        diff = diff * torch.minimum(torch.ones_like(diff), norm_threshold / diff.norm(p=2, dim=dim, keepdim=True))
+    v0, v1 = diff.double(), torch.nn.functional.normalize(eps_p.double(), dim=dim)
+    v0_parallel = (v0 * v1).sum(dim=dim, keepdim=True) * v1
+    v0_orthogonal = v0 - v0_parallel
+    update = v0_orthogonal.to(diff.dtype) + eta * v0_parallel.to(diff.dtype)
+    return eps_null + w * update
+
+
 def rescale_noise_cfg(noise_cfg: torch.Tensor, eps_p: torch.Tensor, guidance_rescale: float) -> torch.Tensor:
     """§CFG guidance_rescale: Lin et al. 2023 §3.4, exactly as diffusers' `rescale_noise_cfg`."""
     std_text = eps_p.std(dim=list(range(1, eps_p.ndim)), keepdim=True)

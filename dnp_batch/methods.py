@@ -121,6 +121,27 @@ class CnpSettings(Settings):
         return v
 
 
+class ApgSettings(Settings):
+    """APG (METHODS.md §APG): diffusers' `AdaptiveProjectedGuidance` knobs and defaults
+    (`norm_threshold` is its `adaptive_projected_guidance_rescale`, `momentum` its
+    `adaptive_projected_guidance_momentum`)."""
+
+    eta: float = 1.0
+    norm_threshold: float = 15.0
+    momentum: float | None = None
+
+    @field_validator("eta", "norm_threshold", "momentum", mode="before")
+    @classmethod
+    def _number(cls, v, info):
+        if v is None and info.field_name == "momentum":
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+            raise ValueError(f"apg.{info.field_name} must be a number, got {v!r}")
+        if info.field_name == "norm_threshold" and v < 0:
+            raise ValueError(f"apg.norm_threshold must be >= 0 (0: no clipping), got {v!r}")
+        return v
+
+
 # ---- one generate() call's fixed settings, and the chains every method is made of ------------------
 
 
@@ -416,8 +437,24 @@ class Answer(Method):
         return run.chain(step.denoise, strategy, step.pos, step.null, None, step.seeds, run.callback)
 
 
+class Apg(Method):
+    """§APG: a modern baseline; CFG's update projected against eps_p and norm-clipped."""
+
+    name = "apg"
+    section = "apg"
+    settings = ApgSettings
+
+    def record_fields(self, run):
+        return {"apg": run.setting().model_dump()}
+
+    def sample(self, run, step):
+        apg: ApgSettings = run.setting()
+        strategy = sampler.APG(run.guidance_scale, apg.eta, apg.norm_threshold, apg.momentum, run.guidance_rescale)
+        return run.chain(step.denoise, strategy, step.pos, step.null, None, step.seeds, run.callback)
+
+
 REGISTRY: dict[str, Method] = {m.name: m for m in (Cfg(), NegativePrompt(), Dns(), HumanDnp(), AutoDnp(), Cnp(),
-                                                     Answer())}
+                                                     Answer(), Apg())}
 METHODS = tuple(REGISTRY)
 
 

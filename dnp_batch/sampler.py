@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -108,6 +109,33 @@ class DNS:
         eps_null, eps_p = denoise(scheduler, z, t, [batch.null, batch.pos])
         # The positive branch of DNS is ∅, so a rescale refers to eps_∅.
         return _rescale(guidance.dns(eps_null, eps_p, self.dns_guidance_scale), eps_null, self.guidance_rescale)
+
+
+@dataclass
+class APG:
+    """§APG: adaptive projected guidance, as diffusers' `AdaptiveProjectedGuidance` guider (its
+    momentum average of eps_p - eps_∅ restarts with every chain; w = 1 gives eps_p, as there)."""
+
+    guidance_scale: float
+    eta: float = 1.0
+    norm_threshold: float = 15.0
+    momentum: float | None = None
+    guidance_rescale: float = 0.0
+    running: torch.Tensor | float = 0.0
+
+    def __call__(self, denoise, scheduler, i, t, z, batch):
+        eps_null, eps_p = denoise(scheduler, z, t, [batch.null, batch.pos])
+        if i == 0:
+            self.running = 0.0
+        if math.isclose(self.guidance_scale, 1.0):
+            eps = eps_p
+        else:
+            diff = eps_p - eps_null
+            if self.momentum is not None:
+                self.running = diff + self.momentum * self.running
+                diff = self.running
+            eps = guidance.apg(eps_null, eps_p, diff, self.guidance_scale, self.eta, self.norm_threshold)
+        return _rescale(eps, eps_p, self.guidance_rescale)
 
 
 def minichain_generator(seed: int, step: int) -> torch.Generator:

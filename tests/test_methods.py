@@ -15,7 +15,7 @@ class FixedCaptioner:
 
 
 def test_one_list_of_methods_everywhere():
-    assert methods.METHODS == ("cfg", "np", "dns", "dnp", "auto-dnp", "cnp", "answer")
+    assert methods.METHODS == ("cfg", "np", "dns", "dnp", "auto-dnp", "cnp", "answer", "apg")
     assert JobConfig.model_fields["method"].annotation.__args__ == methods.METHODS
     for section, model in methods.sections().items():
         assert isinstance(getattr(JobConfig(), section), model)

@@ -92,3 +92,43 @@ def test_bfloat16_path_runs_through_the_same_code(tiny_sdxl_dir):
     latents = generate(pipe, ["a cat"], [0], "answer", num_inference_steps=4, height=SIZE, width=SIZE,
                        output_type="latent").images
     assert latents.dtype == torch.bfloat16
+
+
+class _DiffusersGuider:
+    """A sampler strategy whose guidance is diffusers' own guider object (the reference for APG)."""
+
+    def __init__(self, guider):
+        self.guider = guider
+
+    def __call__(self, denoise, scheduler, i, t, z, batch):
+        from diffusers.guiders.adaptive_projected_guidance import MomentumBuffer
+
+        eps_null, eps_p = denoise(scheduler, z, t, [batch.null, batch.pos])
+        self.guider.set_state(i, len(scheduler.timesteps), t)
+        if i == 0 and self.guider.adaptive_projected_guidance_momentum is not None:  # as its prepare_inputs
+            self.guider.momentum_buffer = MomentumBuffer(self.guider.adaptive_projected_guidance_momentum)
+        return self.guider.forward(eps_p, eps_null).pred
+
+
+@pytest.mark.parametrize("settings", [dict(), dict(momentum=-0.5), dict(eta=0.0, norm_threshold=2.0),
+                                      dict(momentum=0.3, norm_threshold=0.0, eta=0.5)])
+def test_apg_equals_diffusers_adaptive_projected_guidance(pipe, settings):
+    """APG (METHODS.md §APG) against diffusers' AdaptiveProjectedGuidance guider on the same UNet
+    predictions and scheduler, over a whole chain (momentum included), bit for bit."""
+    from diffusers.guiders import AdaptiveProjectedGuidance
+
+    from dnp_batch import methods, sampler
+
+    set_scheduler(pipe, "euler")
+    apg = methods.ApgSettings(**settings)
+    got = generate(pipe, [PROMPT, "a dog"], [SEED, 3], "apg", guidance_scale=W, num_inference_steps=STEPS,
+                   height=SIZE, width=SIZE, output_type="latent", settings={"apg": apg})
+    guider = AdaptiveProjectedGuidance(guidance_scale=W, adaptive_projected_guidance_momentum=apg.momentum,
+                                       adaptive_projected_guidance_rescale=apg.norm_threshold, eta=apg.eta)
+    run = methods.Run(pipe, methods.get("cfg"), W, W, 0.0, STEPS, SIZE, SIZE)
+    pos = sampler.encode_texts(pipe, [PROMPT, "a dog"], SIZE, SIZE)
+    null = sampler.null_cond(pipe, pos, SIZE, SIZE)
+    ref = run.chain(sampler.Denoiser(pipe.unet), _DiffusersGuider(guider), pos, null, None, [SEED, 3])
+    assert torch.equal(got.images, ref)
+    assert got.records[0]["apg"] == apg.model_dump() and got.records[0]["nfe"] == 2 * STEPS
+    assert not torch.equal(got.images, ours(pipe, "cfg", "latent", seeds=(SEED, 3), prompts=(PROMPT, "a dog")))
