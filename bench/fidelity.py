@@ -1,12 +1,23 @@
-"""Prompt adherence of every method in the toy shapes world, judged exactly.
+"""Does ANSWER (or DNP) beat CFG? Every method over its guidance range in the toy world, judged exactly.
 
-    python bench/fidelity.py [--model models/toy-shapes] [--n 200] [--csv bench/fidelity.csv]
+    python bench/fidelity.py                          # the full study -> bench/fidelity/
+    python bench/fidelity.py --quick --out /tmp/fq    # a small slice (CI runs it)
 
-On a fixed prompt set from the toy grammar (`n` prompt × seed samples, sample i with seed i), each
-method's samples are judged against their prompt (shape, colour, count, relation, all correct);
-the table gives each attribute's mean with a 95% Wilson interval, and the measured NFE per image.
-auto-DNP and CNP caption with the judge itself (an exact captioner in this world). Wall time is
-printed too, but only ratios from one run mean anything.
+The protocol, fixed before any result of it was seen:
+1. Curves: every variant (METHODS below: CFG, CFG + rescale, APG, NP with a generic negative,
+   auto-DNP and CNP with the exact judge as captioner, ANSWER and its variants) at every w of
+   W_GRID on `--n-val` validation prompts (`toyworld.train.VALIDATION_PROMPT_SEED`; sample i has
+   seed i), each point with 95% Wilson intervals and its measured NFE.
+2. Each variant's best w: the highest all-correct on the validation prompts (ties: smaller w).
+3. The test, on `--n-test` held-out prompts (`toyworld.evaluate.HELDOUT_PROMPT_SEED`, never used to
+   choose anything): every variant at its best w against CFG at its best w on the same prompt ×
+   seed samples: exact McNemar p-values (all-correct; relation on relation prompts), the paired
+   difference with a 95% paired-bootstrap interval, and the exact image-quality proxy
+   (`toyworld.judge.quality`: palette error, background error, stray pixels) beside it.
+Samples run in `--workers` processes of one torch thread each, in fixed batches, so every number
+is the same whichever worker draws it. Written to --out: samples.csv (every sample), points.csv
+(every point), paired.csv, summary.md and three plots (adherence vs w, adherence vs NFE, quality
+vs adherence).
 """
 
 from __future__ import annotations
@@ -14,81 +25,297 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import multiprocessing as mp
+import sys
 import time
 from pathlib import Path
 
-import torch
-
-from dnp_batch import AnswerConfig, generate, load_pipeline
-from dnp_batch.toyworld.data import prompts
-from dnp_batch.toyworld.evaluate import wilson
-from dnp_batch.toyworld.judge import ATTRIBUTES, JudgeCaptioner, judge
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 GENERIC_NEGATIVE = "a blurry noisy picture"
-
-# (name, method, generate() keyword arguments)
-METHODS = [
-    ("cfg", "cfg", {}),
-    ("np-generic", "np", {"negative_prompts": GENERIC_NEGATIVE}),
-    ("dns", "dns", {}),
-    ("auto-dnp", "auto-dnp", {"captioner": JudgeCaptioner()}),
-    ("cnp-every5", "cnp", {"captioner": JudgeCaptioner(), "cnp_every": 5}),
-    ("answer", "answer", {"answer": AnswerConfig()}),
-    ("answer-k1", "answer", {"answer": AnswerConfig(k=1)}),
-    ("answer-k3", "answer", {"answer": AnswerConfig(k=3)}),
-    ("answer-until0.25", "answer", {"answer": AnswerConfig(until=0.25)}),
-    ("answer-until1.0", "answer", {"answer": AnswerConfig(until=1.0)}),
-]
+W_GRID = (1.5, 2.0, 3.0, 5.0, 7.5, 10.0)
+ATTRS = ("shape", "colour", "count", "relation", "all")
+QUALITY = ("palette_error", "background_error", "stray_pixels")
+BATCH = 16
+BOOTSTRAP = 2000
 
 
-def run_method(pipe, method, kwargs, texts, seeds, args) -> dict:
+def variants():
+    """(name, method, generate() keyword arguments) of every variant the study runs."""
+    from dnp_batch.methods import AnswerConfig, ApgSettings
+    from dnp_batch.toyworld.judge import JudgeCaptioner
+
+    judge = JudgeCaptioner()
+    a = lambda **kw: {"answer": AnswerConfig(**kw)}  # noqa: E731
+    return [
+        ("cfg", "cfg", {}),
+        ("cfg-rescale0.7", "cfg", {"guidance_rescale": 0.7}),
+        ("apg", "apg", {}),  # diffusers' guider defaults: eta 1, no momentum -> CFG with a norm clip
+        ("apg-eta0-m-0.5", "apg", {"settings": {"apg": ApgSettings(eta=0.0, momentum=-0.5)}}),
+        ("np-generic", "np", {"negative_prompts": GENERIC_NEGATIVE}),
+        ("auto-dnp", "auto-dnp", {"captioner": judge}),
+        ("cnp-every5", "cnp", {"captioner": judge, "cnp_every": 5}),
+        ("answer", "answer", a()),  # METHODS.md's defaults (dns_guided, w_dns = w, global, λ = null)
+        ("answer-k1", "answer", a(k=1)),
+        ("answer-k3", "answer", a(k=3)),
+        ("answer-until0.25", "answer", a(until=0.25)),
+        ("answer-until1.0", "answer", a(until=1.0)),
+        ("answer-linear-k3", "answer", a(k=3, shape="linear")),
+        ("answer-norm-none", "answer", a(normalize="none")),
+        ("answer-norm-channel", "answer", a(normalize="channel")),
+        ("answer-uncond", "answer", a(negative_eps="uncond")),
+        ("answer-cond", "answer", a(negative_eps="cond")),
+        ("answer-x0", "answer", a(negative_eps="x0", normalize="none")),
+        ("answer-wdns1", "answer", {**a(), "dns_guidance_scale": 1.0}),
+        ("answer-lambda1", "answer", a(negative_scale=1.0)),
+        ("answer-lambda3", "answer", a(negative_scale=3.0)),
+        ("answer-x0-lambda1", "answer", a(negative_eps="x0", normalize="none", negative_scale=1.0)),
+    ]
+
+
+QUICK = ("cfg", "apg-eta0-m-0.5", "answer-lambda1")
+QUICK_GRID = (2.0, 5.0)
+
+
+# ---- generation (in worker processes) ------------------------------------------------------------
+
+_PIPE = None
+
+
+def _init_worker(model: str) -> None:
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from dnp_batch.models import load_pipeline
+
+    global _PIPE
+    torch.set_num_threads(1)  # the numbers do not depend on the machine's core count
+    _PIPE = load_pipeline(model)
+
+
+def run_point(job: tuple) -> list[dict]:
+    """One (variant, w, split) point: generate, judge, measure quality; one row per sample."""
+    from dnp_batch import generate
+    from dnp_batch.toyworld.judge import judge, quality
+
+    name, w, split, texts, seeds, steps = job
+    method, kwargs = next((m, kw) for n, m, kw in variants() if n == name)
     kwargs = dict(kwargs)
     if "negative_prompts" in kwargs:
         kwargs["negative_prompts"] = [kwargs["negative_prompts"]] * len(texts)
     t0 = time.perf_counter()
-    out = generate(pipe, texts, seeds, method, guidance_scale=args.w, num_inference_steps=args.steps,
-                   batch_size=args.batch_size, **kwargs)
-    seconds = time.perf_counter() - t0
-    rows = [judge(image, text) for image, text in zip(out.images, texts)]
-    result = {"nfe": out.records[0]["nfe"], "seconds_per_image": seconds / len(texts)}
-    for attr in ATTRIBUTES:
+    out = generate(_PIPE, texts, seeds, method, guidance_scale=w, num_inference_steps=steps, batch_size=BATCH,
+                   **kwargs)
+    seconds = (time.perf_counter() - t0) / len(texts)
+    rows = []
+    for text, seed, image, record in zip(texts, seeds, out.images, out.records):
+        rows.append({"variant": name, "method": method, "w": w, "split": split, "prompt": text, "seed": seed,
+                     "nfe": record["nfe"], "seconds": round(seconds, 4), **judge(image, text), **quality(image)})
+    return rows
+
+
+def run_jobs(jobs: list[tuple], model: str, workers: int) -> list[dict]:
+    if workers <= 1:
+        _init_worker(model)
+        results = [run_point(job) for job in jobs]
+    else:
+        with mp.get_context("spawn").Pool(workers, _init_worker, (model,)) as pool:
+            results = pool.map(run_point, jobs, chunksize=1)
+    return [row for rows in results for row in rows]
+
+
+# ---- statistics ----------------------------------------------------------------------------------
+
+
+def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    from dnp_batch.toyworld.evaluate import wilson as _wilson
+
+    return _wilson(successes, n, z)
+
+
+def mcnemar_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact two-sided McNemar test of paired binary outcomes (binomial on the discordant pairs)."""
+    from scipy.stats import binomtest
+
+    only_a, only_b = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
+    return float(binomtest(only_a, only_a + only_b, 0.5).pvalue) if only_a + only_b else 1.0
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of mean(a - b) over resampled pairs (NaN pairs dropped)."""
+    keep = ~(np.isnan(a) | np.isnan(b))
+    d = a[keep] - b[keep]
+    if len(d) == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), (BOOTSTRAP, len(d)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def point_summary(rows: list[dict]) -> dict:
+    out = {"n": len(rows), "nfe": rows[0]["nfe"], "seconds_per_image": float(np.mean([r["seconds"] for r in rows]))}
+    for attr in ATTRS:
         values = [r[attr] for r in rows if not math.isnan(r[attr])]
-        low, high = wilson(sum(values), len(values))
-        result[attr] = sum(values) / len(values) if values else math.nan
-        result[f"{attr}_low"], result[f"{attr}_high"], result[f"{attr}_n"] = low, high, len(values)
-    return result
+        out[attr] = float(np.mean(values)) if values else math.nan
+        out[f"{attr}_low"], out[f"{attr}_high"] = wilson(sum(values), len(values))
+        out[f"{attr}_n"] = len(values)
+    for q in QUALITY:
+        out[q] = float(np.nanmean([r[q] for r in rows]))
+    return out
 
 
-def main(argv=None) -> None:
+def best_w(points: dict, name: str, grid) -> float:
+    return max(grid, key=lambda w: (points[(name, w, "val")]["all"], -w))
+
+
+def paired_table(test_rows: dict[str, list[dict]], best: dict[str, float]) -> list[dict]:
+    """Every variant at its best w against CFG at its best w, on the same held-out samples."""
+    base = test_rows["cfg"]
+    table = []
+    for name, rows in test_rows.items():
+        row = {"variant": name, "w": best[name], "cfg_w": best["cfg"], "nfe": rows[0]["nfe"]}
+        for attr in ("all", "relation"):
+            a = np.array([r[attr] for r in rows], dtype=float)
+            b = np.array([r[attr] for r in base], dtype=float)
+            keep = ~(np.isnan(a) | np.isnan(b))
+            row[attr] = float(a[keep].mean())
+            row[f"cfg_{attr}"] = float(b[keep].mean())
+            row[f"{attr}_diff"] = float((a[keep] - b[keep]).mean())
+            row[f"{attr}_diff_low"], row[f"{attr}_diff_high"] = paired_bootstrap(a, b)
+            row[f"{attr}_p"] = mcnemar_p(a[keep], b[keep]) if name != "cfg" else 1.0
+            row[f"{attr}_n"] = int(keep.sum())
+        for q in QUALITY:
+            a = np.array([r[q] for r in rows], dtype=float)
+            b = np.array([r[q] for r in base], dtype=float)
+            row[q] = float(np.nanmean(a))
+            row[f"{q}_diff_low"], row[f"{q}_diff_high"] = paired_bootstrap(a, b)
+        table.append(row)
+    return table
+
+
+# ---- output --------------------------------------------------------------------------------------
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plots(out: Path, points: dict, names: list[str], grid, paired: list[dict]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for name in names:
+        ps = [points[(name, w, "val")] for w in grid]
+        y = np.array([p["all"] for p in ps])
+        err = np.array([[p["all"] - p["all_low"] for p in ps], [p["all_high"] - p["all"] for p in ps]])
+        style = "-" if name in ("cfg", "apg") or not name.startswith("answer") else "--"
+        ax.errorbar(grid, y, yerr=err, label=name, capsize=2, linestyle=style, marker="o", markersize=3)
+    ax.set(xscale="log", xlabel="guidance scale w", ylabel="all-correct (validation, 95% CI)",
+           title="Toy world: adherence vs guidance scale")
+    ax.set_xticks(grid, [f"{w:g}" for w in grid])
+    ax.minorticks_off()
+    ax.legend(fontsize=6, ncol=2)
+    paths.append(out / "adherence_vs_w.png")
+    fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+    for fname, xkey, xlabel in (("adherence_vs_nfe.png", "nfe", "NFE per image"),
+                                ("quality_vs_adherence.png", "stray_pixels", "stray pixels per image (lower is better)")):
+        fig, ax = plt.subplots(figsize=(8, 6))
+        for row in paired:
+            err = [[row["all"] - (row["cfg_all"] + row["all_diff_low"])], [(row["cfg_all"] + row["all_diff_high"]) - row["all"]]]
+            ax.errorbar(row[xkey], row["all"], yerr=err, marker="o", capsize=2)
+            ax.annotate(f"{row['variant']} (w={row['w']:g})", (row[xkey], row["all"]), fontsize=6)
+        ax.set(xlabel=xlabel, ylabel="all-correct on held-out prompts at the variant's best w",
+               title="Held-out test (interval: paired bootstrap of the difference to CFG, shifted)")
+        paths.append(out / fname)
+        fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
+        plt.close(fig)
+    return paths
+
+
+def summary_markdown(paired: list[dict], n_val: int, n_test: int, steps: int, minutes: float) -> str:
+    lines = [f"Held-out test: {n_test} prompt × seed samples per variant, each at its best w on {n_val} validation "
+             f"samples, {steps} DDIM steps; paired against CFG at its best w on the same samples "
+             f"(exact McNemar p; 95% paired-bootstrap interval of the difference). Study time: {minutes:.0f} min.", "",
+             "| variant | w | NFE | all-correct | Δ vs CFG [95% CI] | p | relation | Δ relation [95% CI] | p "
+             "| palette err. | stray px |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(paired, key=lambda r: -r["all"]):
+        lines.append(
+            f"| {r['variant']} | {r['w']:g} | {r['nfe']} | {r['all']:.3f} | {r['all_diff']:+.3f} "
+            f"[{r['all_diff_low']:+.3f}, {r['all_diff_high']:+.3f}] | {r['all_p']:.3g} | {r['relation']:.3f} | "
+            f"{r['relation_diff']:+.3f} [{r['relation_diff_low']:+.3f}, {r['relation_diff_high']:+.3f}] | "
+            f"{r['relation_p']:.3g} | {r['palette_error']:.1f} | {r['stray_pixels']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    from dnp_batch.toyworld.data import prompts
+    from dnp_batch.toyworld.evaluate import HELDOUT_PROMPT_SEED
+    from dnp_batch.toyworld.train import VALIDATION_PROMPT_SEED
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(REPO / "models" / "toy-shapes"))
-    parser.add_argument("--n", type=int, default=200, help="prompt × seed samples per method")
-    parser.add_argument("--w", type=float, default=7.0, help="guidance scale (METHODS.md default)")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=25)
-    parser.add_argument("--methods", help="comma-separated subset of: " + ", ".join(m[0] for m in METHODS))
-    parser.add_argument("--csv", default=str(REPO / "bench" / "fidelity.csv"))
+    parser.add_argument("--out", default=str(REPO / "bench" / "fidelity"))
+    parser.add_argument("--n-val", type=int, default=64, help="validation samples per (variant, w) point")
+    parser.add_argument("--n-test", type=int, default=300, help="held-out samples per variant at its best w")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--variants", help="comma-separated subset (cfg is always run)")
+    parser.add_argument("--quick", action="store_true", help=f"a small slice: {', '.join(QUICK)}, w in {QUICK_GRID}, "
+                                                             "8 + 8 samples, 4 steps")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)  # fixed, so numbers do not depend on the machine's core count
-    pipe = load_pipeline(args.model)
-    texts, seeds = prompts(args.n), list(range(args.n))
-    chosen = [m for m in METHODS if not args.methods or m[0] in args.methods.split(",")]
-    results = []
-    print(f"{args.n} samples per method, w={args.w}, {args.steps} steps, model {args.model}")
-    print(f"{'method':<18} {'all':>18} {'shape':>6} {'colour':>6} {'count':>6} {'relation':>8} {'NFE':>5} {'s/img':>6}")
-    for name, method, kwargs in chosen:
-        r = {"method": name, **run_method(pipe, method, kwargs, texts, seeds, args)}
-        results.append(r)
-        print(f"{name:<18} {r['all']:.3f} [{r['all_low']:.3f},{r['all_high']:.3f}] {r['shape']:>6.3f} "
-              f"{r['colour']:>6.3f} {r['count']:>6.3f} {r['relation']:>8.3f} {r['nfe']:>5} "
-              f"{r['seconds_per_image']:>6.3f}", flush=True)
-    with open(args.csv, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(results[0]))
-        writer.writeheader()
-        writer.writerows(results)
-    print(f"written {args.csv}")
+    names = [n for n, _, _ in variants()]
+    grid = W_GRID
+    if args.quick:
+        names, grid, args.n_val, args.n_test, args.steps = list(QUICK), QUICK_GRID, 8, 8, 4
+    if args.variants:
+        wanted = set(args.variants.split(",")) | {"cfg"}
+        unknown = wanted - set(names)
+        if unknown:
+            parser.error(f"unknown variants {sorted(unknown)}; known: {', '.join(names)}")
+        names = [n for n in names if n in wanted]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    val_texts = prompts(args.n_val, VALIDATION_PROMPT_SEED)
+    jobs = [(n, w, "val", val_texts, list(range(args.n_val)), args.steps) for n in names for w in grid]
+    rows = run_jobs(jobs, args.model, args.workers)
+    points = {(n, w, "val"): point_summary([r for r in rows if (r["variant"], r["w"]) == (n, w)])
+              for n in names for w in grid}
+    best = {n: best_w(points, n, grid) for n in names}
+    print(f"validation done in {(time.perf_counter() - t0) / 60:.1f} min; best w: {best}", flush=True)
+
+    test_texts = prompts(args.n_test, HELDOUT_PROMPT_SEED)
+    test_jobs = [(n, best[n], "test", test_texts, list(range(args.n_test)), args.steps) for n in names]
+    test = run_jobs(test_jobs, args.model, args.workers)
+    rows += test
+    for n in names:
+        points[(n, best[n], "test")] = point_summary([r for r in test if r["variant"] == n])
+    paired = paired_table({n: [r for r in test if r["variant"] == n] for n in names}, best)
+    minutes = (time.perf_counter() - t0) / 60
+
+    write_csv(out / "samples.csv", rows)
+    write_csv(out / "points.csv", [{"variant": n, "w": w, "split": s, **p} for (n, w, s), p in points.items()])
+    write_csv(out / "paired.csv", paired)
+    plots(out, points, names, grid, paired)
+    text = summary_markdown(paired, args.n_val, args.n_test, args.steps, minutes)
+    (out / "summary.md").write_text(text)
+    print(text)
+    print(f"written {out}/(samples.csv, points.csv, paired.csv, summary.md, *.png) in {minutes:.1f} min")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -203,3 +203,17 @@ def test_trained_model_loads_and_samples():
                    height=32, width=32, num_inference_steps=3)
     assert [im.size for im in out.images] == [(32, 32)] * 2
     J.judge(out.images[0], "a red circle")  # judges without error whatever the model drew
+
+
+def test_quality_proxy_is_exact_on_rendered_scenes_and_sees_damage():
+    import dataclasses
+
+    scene = data.sample_scene(np.random.default_rng(5))
+    clean = data.render(dataclasses.replace(scene, noise=0.0))
+    q = J.quality(clean)
+    assert q["palette_error"] == 0 and q["stray_pixels"] == 0 and q["background_error"] == 0
+    damaged = clean.copy()
+    damaged[0:3, 0:3] = (128, 0, 128)  # a blotch of no palette colour
+    assert J.quality(damaged)["stray_pixels"] == 9
+    washed = np.clip(clean.astype(int) + 30, 0, 255).astype(np.uint8)  # off-palette colours
+    assert J.quality(washed)["palette_error"] > 20
