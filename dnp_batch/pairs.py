@@ -33,23 +33,22 @@ import json
 import math
 import posixpath
 import tarfile
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
+from .fileio import TMP, WholeFiles, resolve
+from .runs import IMAGE_EXTS, SWEEP, Run, basename, is_sweep, sweep_points
 from .scoring import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED, ClipScorer
 from .sink import encode_image, record_json
 from .tiny import ensure_tiny
 
-SWEEP = "sweep.json"
 PAIRS_PARQUET = "pairs.parquet"
 PAIRS_MANIFEST = "pairs_manifest.json"
-IMAGE_EXTS = ("png", "jpg", "webp")
 JPEG_QUALITY = 95
 TIE_EPS = 1e-9
 SCORE_CHUNK = 128
@@ -165,39 +164,11 @@ class Pairs(list):
         self.skipped_by_margin, self.skipped_not_ok, self.keys = skipped_by_margin, skipped_not_ok, keys
 
 
-def _fs(url: str, what: str):
-    try:
-        fs, root = fsspec.core.url_to_fs(url)
-    except (ValueError, ImportError) as e:
-        raise ValueError(f"{what} {url} is not a usable fsspec URL: {e}") from None
-    return fs, root.rstrip("/") or "/"
-
-
-def _join(base: str, rel: str) -> str:
-    return rel if "://" in rel or rel.startswith("/") else f"{base.rstrip('/')}/{rel}"
-
-
-def _basename(url: str) -> str:
-    return url.rstrip("/").rsplit("/", 1)[-1] or url
-
-
-def _read_sweep(sweep: str) -> dict:
-    fs, root = _fs(sweep, "sweep")
-    path = f"{root}/{SWEEP}"
-    if not fs.exists(path):
+def _sweep_dirs(sweep: str) -> dict[str, str]:
+    """{point name: run directory} of a sweep, in sweep order."""
+    if not is_sweep(sweep):
         raise ValueError(f"{sweep} is not a sweep directory (no {SWEEP}); pass run directories instead")
-    try:
-        with fs.open(path, "rb") as f:
-            data = json.loads(f.read())
-        points = data["points"]
-        return {p["name"]: _join(sweep, p["dir"]) for p in points}
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{sweep}/{SWEEP} is not a sweep manifest with points [{{name, dir}}, ...]: {e}") from None
-
-
-def _is_sweep(url: str) -> bool:
-    fs, root = _fs(url, "run")
-    return fs.exists(f"{root}/{SWEEP}")
+    return {name: run_dir for name, run_dir, _ in sweep_points(sweep)}
 
 
 def resolve_runs(paths_or_sweep, points=None) -> list[tuple[str, str]]:
@@ -207,8 +178,8 @@ def resolve_runs(paths_or_sweep, points=None) -> list[tuple[str, str]]:
     paths = [str(paths_or_sweep)] if single else [str(p) for p in paths_or_sweep]
     if isinstance(points, str):
         points = [p for p in points.split(",") if p]
-    if len(paths) == 1 and (single or points is not None or _is_sweep(paths[0])):
-        available = _read_sweep(paths[0])
+    if len(paths) == 1 and (single or points is not None or is_sweep(paths[0])):
+        available = _sweep_dirs(paths[0])
         chosen = list(available) if points is None else list(points)
         unknown = [p for p in chosen if p not in available]
         if unknown:
@@ -221,7 +192,7 @@ def resolve_runs(paths_or_sweep, points=None) -> list[tuple[str, str]]:
         raise ValueError("points are for a single sweep directory, not a list of run directories")
     runs, used = [], set()
     for path in paths:
-        base = name = _basename(path)
+        base = name = basename(path)
         n = 1
         while name in used:
             n += 1
@@ -231,44 +202,13 @@ def resolve_runs(paths_or_sweep, points=None) -> list[tuple[str, str]]:
     return runs
 
 
-def _load_index(name: str, url: str) -> dict[str, dict]:
-    """{key: index row, with `record` parsed} of one run, in the index's order."""
-    fs, root = _fs(url, f"run {name}")
-    index = f"{root}/index.parquet"
-    if not fs.exists(index):
-        raise ValueError(f"run {name} ({url}) has no index.parquet; pass the --out of a finished "
-                         f"jobs/generate.py run")
-    try:
-        with fs.open(index, "rb") as f:
-            rows = pq.read_table(f).to_pylist()
-    except (OSError, pa.ArrowException) as e:
-        raise ValueError(f"run {name}: cannot read {index}: {e}") from None
-    table = {}
-    for row in rows:
-        row["record"] = json.loads(row["record"]) if row.get("record") else {}
-        table[row["key"]] = row
-    return table
-
-
-def _load_images(name: str, url: str, table: dict[str, dict]) -> dict[str, bytes]:
+def _ok_images(run: Run, table: dict[str, dict]) -> dict[str, bytes]:
     """{key: image bytes} of the run's ok samples, read from its shards."""
-    fs, root = _fs(url, f"run {name}")
-    wanted = {k for k, r in table.items() if r["status"] == "ok"}
-    images: dict[str, bytes] = {}
-    for shard in sorted({table[k]["shard"] for k in wanted}):
-        path = f"{root}/shard-{shard:05d}.tar"
-        try:
-            with fs.open(path, "rb") as f, tarfile.open(fileobj=f) as tar:
-                for member in tar:
-                    key, _, ext = member.name.partition(".")
-                    if key in wanted and ext in IMAGE_EXTS:
-                        images[key] = tar.extractfile(member).read()
-        except (OSError, tarfile.TarError) as e:
-            raise ValueError(f"run {name}: cannot read shard {path}: {e}; rerun jobs/generate.py with "
-                             f"--resume into that directory") from None
-    missing = sorted(wanted - set(images))
+    wanted = [k for k, r in table.items() if r["status"] == "ok"]
+    images = run.read_many(wanted, IMAGE_EXTS)
+    missing = sorted(set(wanted) - set(images))
     if missing:
-        raise ValueError(f"run {name} ({url}): the index lists {missing[0]} as ok but its shard has "
+        raise ValueError(f"{run.label}: the index lists {missing[0]} as ok but its shard has "
                          f"no image for it; rerun jobs/generate.py with --resume into that directory")
     return images
 
@@ -339,12 +279,13 @@ def build_pairs(runs, scorer, min_margin: float = 0.0) -> Pairs:
     scorer = get_scorer(scorer)
     if not isinstance(getattr(scorer, "name", None), str) or not callable(getattr(scorer, "score", None)):
         raise ValueError(f"scorer {scorer!r} needs a `name` and a `score(prompts, images, records)` method")
-    tables = [_load_index(n, d) for n, d in runs]
+    readers = [Run(d, n) for n, d in runs]
+    tables = [r.rows() for r in readers]
     _check_same_samples(names, tables)
     order = list(tables[0])
     jpegs, scores = [], []
-    for (name, url), table in zip(runs, tables):
-        raw = _load_images(name, url, table)
+    for (name, _), reader, table in zip(runs, readers, tables):
+        raw = _ok_images(reader, table)
         keys = [k for k in order if k in raw]
         jpeg, run_scores = {}, {}
         for start in range(0, len(keys), SCORE_CHUNK):  # bounds the decoded images held at once
@@ -424,35 +365,16 @@ def _parquet_rows(pairs: list[Pair], start: int, per_prompt: Counter) -> list[di
     return rows
 
 
-class _Out:
-    """OUT of `write_pairs`: files land whole (temp name under `_tmp/`, then a move)."""
-
-    OURS = ("pairs-*.tar", PAIRS_PARQUET, PAIRS_MANIFEST, "_tmp")
-
-    def __init__(self, url: str):
-        self.url = url
-        self.fs, self.root = _fs(url, "--out")
-
-    def path(self, name: str) -> str:
-        return f"{self.root}/{name}"
-
-    def check(self) -> None:
-        if not self.fs.exists(self.root):
-            return
-        names = [posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.root, detail=False)]
-        foreign = [n for n in names if n not in (PAIRS_PARQUET, PAIRS_MANIFEST, "_tmp")
-                   and not (n.startswith("pairs-") and n.endswith(".tar"))]
-        if foreign:
-            raise ValueError(f"--out {self.url} holds other files ({', '.join(sorted(foreign)[:3])}); "
-                             f"write pairs into an empty or new directory")
-
-    def open_tmp(self, name: str):
-        tmp = self.path(f"_tmp/{uuid.uuid4().hex}-{name}")
-        self.fs.makedirs(self.path("_tmp"), exist_ok=True)
-        return tmp, self.fs.open(tmp, "wb")
-
-    def commit(self, tmp: str, name: str) -> None:
-        self.fs.mv(tmp, self.path(name))
+def _check_out(fs, root: str, url: str) -> None:
+    """OUT holds nothing but what `write_pairs` writes (or does not exist yet)."""
+    if not fs.exists(root):
+        return
+    names = [posixpath.basename(p.rstrip("/")) for p in fs.ls(root, detail=False)]
+    foreign = [n for n in names if n not in (PAIRS_PARQUET, PAIRS_MANIFEST, TMP)
+               and not (n.startswith("pairs-") and n.endswith(".tar"))]
+    if foreign:
+        raise ValueError(f"--out {url} holds other files ({', '.join(sorted(foreign)[:3])}); "
+                         f"write pairs into an empty or new directory")
 
 
 def write_pairs(pairs, out_url: str, samples_per_shard: int = 1000) -> dict:
@@ -460,31 +382,32 @@ def write_pairs(pairs, out_url: str, samples_per_shard: int = 1000) -> dict:
     `pairs_manifest.json`; returns the manifest."""
     if isinstance(samples_per_shard, bool) or not isinstance(samples_per_shard, int) or samples_per_shard < 1:
         raise ValueError(f"samples_per_shard must be a positive int, got {samples_per_shard!r}")
-    out = _Out(str(out_url))
-    out.check()
+    url = str(out_url)
+    fs, root = resolve(url, "--out")
+    _check_out(fs, root, url)
+    files = WholeFiles(fs, root)
     meta, pairs = pairs, list(pairs)
     scorer = getattr(meta, "scorer", "")
     try:
-        out.fs.makedirs(out.root, exist_ok=True)
+        fs.makedirs(root, exist_ok=True)
     except OSError as e:
-        raise ValueError(f"--out {out.url} is not writable: {e}") from None
+        raise ValueError(f"--out {url} is not writable: {e}") from None
     per_prompt = Counter(p.prompt for p in pairs)
     chunks = [pairs[s:s + samples_per_shard] for s in range(0, len(pairs), samples_per_shard)]
     shard_names = [f"pairs-{n:05d}.tar" for n in range(len(chunks))]
     for name, chunk in zip(shard_names, chunks):
-        tmp, f = out.open_tmp(name)
-        with f:
-            _write_tar(f, chunk, scorer)
-        out.commit(tmp, name)
-    for stale in out.fs.glob(out.path("pairs-*.tar")):
+        files.write(name, partial(_write_tar, pairs=chunk, scorer=scorer))
+    for stale in fs.glob(f"{root}/pairs-*.tar"):
         if posixpath.basename(stale) not in shard_names:
-            out.fs.rm(stale)
-    tmp, f = out.open_tmp(PAIRS_PARQUET)
-    with f, pq.ParquetWriter(f, PAIRS_SCHEMA) as writer:
-        for n, chunk in enumerate(chunks or [[]]):
-            rows = _parquet_rows(chunk, n * samples_per_shard, per_prompt)
-            writer.write_table(pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA))
-    out.commit(tmp, PAIRS_PARQUET)
+            fs.rm(stale)
+
+    def write_parquet(f) -> None:
+        with pq.ParquetWriter(f, PAIRS_SCHEMA) as writer:
+            for n, chunk in enumerate(chunks or [[]]):
+                rows = _parquet_rows(chunk, n * samples_per_shard, per_prompt)
+                writer.write_table(pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA))
+
+    files.write(PAIRS_PARQUET, write_parquet)
     manifest = {
         "inputs": {"runs": [{"name": n, "dir": d} for n, d in getattr(meta, "runs", [])], "scorer": scorer,
                    "scorer_settings": getattr(meta, "scorer_settings", {}),
@@ -496,10 +419,6 @@ def write_pairs(pairs, out_url: str, samples_per_shard: int = 1000) -> dict:
         "samples_per_shard": samples_per_shard,
         "shards": shard_names,
     }
-    tmp, f = out.open_tmp(PAIRS_MANIFEST)
-    with f:
-        f.write(json.dumps(manifest, indent=1, sort_keys=True).encode())
-    out.commit(tmp, PAIRS_MANIFEST)
-    if out.fs.exists(out.path("_tmp")):
-        out.fs.rm(out.path("_tmp"), recursive=True)
+    files.write(PAIRS_MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+    files.clear()
     return manifest

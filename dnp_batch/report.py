@@ -1,9 +1,9 @@
 """Reports over finished runs and sweeps: summary and paired-comparison tables, plots, contact sheets.
 
 A run directory is what `jobs/generate.py` writes (shards, `index.parquet`, `manifest.json`); a
-sweep directory holds `sweep.json` (`{"name", "baseline", "points": [{"name", "overrides", "dir"}]}`)
-and one run directory per grid point. Every point uses the same prompts and seeds, so samples pair
-up by key across points. All functions take local paths.
+sweep directory holds `sweep.json` and one run directory per grid point (`dnp_batch.runs` reads
+both, from a local path or an fsspec URL). Every point uses the same prompts and seeds, so samples
+pair up by key across points. Tables, plots and the HTML page are written to local paths.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,10 +21,8 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 from scipy import stats
 
-SWEEP = "sweep.json"
-MANIFEST = "manifest.json"
-INDEX = "index.parquet"
-IMAGE_EXTS = ("png", "jpg", "webp")
+from .runs import INDEX, MANIFEST, SWEEP, Run, dir_name, is_sweep, read_sweep, sweep_points
+
 # Record fields copied into the index frame, under these column names.
 RECORD_FIELDS = {
     "nfe": "nfe", "seconds": "seconds", "guidance_scale": "guidance_scale",
@@ -47,60 +44,36 @@ PROMPTS_PER_SHEET = 24
 
 @dataclass
 class RunData:
-    """One run (a sweep point or a plain run): its index with the record fields expanded."""
+    """One run (a sweep point or a plain run): its index with the record fields expanded; its
+    images are read through `run` (a `dnp_batch.runs.Run` of `dir`)."""
 
     name: str
-    dir: Path
+    dir: str
     overrides: dict
     config: dict
     manifest: dict
     index: pd.DataFrame
-    _members: dict | None = field(default=None, init=False, repr=False, compare=False)
+    run: Run | None = field(default=None, repr=False, compare=False)
 
-    def members(self) -> dict[str, dict[str, tuple[Path, int, int]]]:
+    def __post_init__(self):
+        if self.run is None:
+            self.run = Run(self.dir)
+
+    def members(self) -> dict[str, dict[str, tuple[str, int, int]]]:
         """{key: {ext: (shard path, data offset, size)}} over the run's shards (read once, cached)."""
-        if self._members is None:
-            members: dict[str, dict[str, tuple[Path, int, int]]] = {}
-            for shard in sorted(self.dir.glob("shard-*.tar")):
-                with tarfile.open(shard) as tar:
-                    for m in tar.getmembers():
-                        if m.isfile() and "." in m.name:
-                            key, ext = m.name.split(".", 1)
-                            members.setdefault(key, {})[ext] = (shard, m.offset_data, m.size)
-            self._members = members
-        return self._members
-
-    def _read(self, key: str, exts) -> bytes | None:
-        files = self.members().get(key, {})
-        for ext in exts:
-            if ext in files:
-                path, offset, size = files[ext]
-                with open(path, "rb") as f:
-                    f.seek(offset)
-                    return f.read(size)
-        return None
+        return self.run.members()
 
     def image(self, key: str) -> bytes | None:
         """The sample's image bytes, or None where the run holds none (a failed or unknown key)."""
-        return self._read(key, IMAGE_EXTS)
+        return self.run.image(key)
 
     def dns_image(self, key: str) -> bytes | None:
         """The sample's DNS image bytes (auto-dnp, cnp), or None."""
-        return self._read(key, [f"dns.{ext}" for ext in IMAGE_EXTS])
+        return self.run.dns_image(key)
 
     @property
     def has_dns(self) -> bool:
-        return any(ext.startswith("dns.") for files in self.members().values() for ext in files)
-
-
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{what} {path} is not readable JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{what} {path} must hold a JSON object, got {type(data).__name__}")
-    return data
+        return self.run.has_dns
 
 
 def expand_index(table: pd.DataFrame) -> pd.DataFrame:
@@ -121,56 +94,28 @@ def expand_index(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_run(path, name: str | None = None, overrides: dict | None = None) -> RunData:
-    """A finished run directory (manifest.json + index.parquet) as RunData."""
-    root = Path(path)
-    if not (root / MANIFEST).is_file() or not (root / INDEX).is_file():
-        raise ValueError(f"{root} is not a finished dnp_batch run (no {MANIFEST} + {INDEX}); "
-                         f"finish or resume its run (jobs/generate.py --resume) first")
-    manifest = _read_json(root / MANIFEST, "run manifest")
-    index = expand_index(pd.read_parquet(root / INDEX))
-    return RunData(name or root.resolve().name, root, dict(overrides or {}), manifest.get("config") or {},
-                   manifest, index)
-
-
-def read_sweep(path) -> dict:
-    """`sweep.json`, checked: a points list of {name, dir, overrides?} with unique names, and a
-    baseline that is one of them (or absent)."""
-    file = Path(path) / SWEEP
-    sweep = _read_json(file, "sweep file")
-    points = sweep.get("points")
-    if not isinstance(points, list) or not points:
-        raise ValueError(f"sweep file {file} has no points; expected \"points\": [{{\"name\", \"dir\", ...}}]")
-    names = []
-    for n, point in enumerate(points, start=1):
-        if not isinstance(point, dict) or not point.get("name") or not point.get("dir"):
-            raise ValueError(f"sweep file {file}: point #{n} needs a name and a dir, got {point!r}")
-        if not isinstance(point.get("overrides") or {}, dict):
-            raise ValueError(f"sweep file {file}: point {point['name']!r} overrides must be an object")
-        names.append(point["name"])
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"sweep file {file}: duplicate point names {duplicates}; give each point its own name")
-    baseline = sweep.get("baseline")
-    if baseline is not None and baseline not in names:
-        raise ValueError(f"sweep file {file}: baseline {baseline!r} is not a point; use one of {names}")
-    return sweep
+    """A finished run directory (manifest.json + index.parquet; a local path or fsspec URL) as RunData."""
+    run = Run(path)
+    run.check_finished()
+    manifest = run.manifest()
+    index = expand_index(run.index_frame())
+    return RunData(name or dir_name(path), run.url, dict(overrides or {}), manifest.get("config") or {},
+                   manifest, index, run)
 
 
 def load_runs(path) -> tuple[dict[str, RunData], str | None]:
     """A sweep (one RunData per point, in sweep order, and its baseline) or a single run (baseline None)."""
-    root = Path(path)
-    if (root / SWEEP).is_file():
-        sweep = read_sweep(root)
+    if is_sweep(path):
+        sweep = read_sweep(path)
         runs = {}
-        for point in sweep["points"]:
-            run_dir = root / point["dir"]
+        for name, run_dir, overrides in sweep_points(path, sweep):
             try:
-                runs[point["name"]] = load_run(run_dir, point["name"], point.get("overrides"))
+                runs[name] = load_run(run_dir, name, overrides)
             except ValueError as e:
-                raise ValueError(f"sweep point {point['name']!r}: {e}") from None
+                raise ValueError(f"sweep point {name!r}: {e}") from None
         return runs, sweep.get("baseline")
-    if (root / MANIFEST).is_file() and (root / INDEX).is_file():
-        run = load_run(root)
+    if Run(path).is_finished:
+        run = load_run(path)
         return {run.name: run}, None
     raise ValueError(f"{path} is not a dnp_batch run or sweep (no {SWEEP} or {MANIFEST} + {INDEX}); "
                      f"pass the --out directory of a finished jobs/generate.py run or sweep")
@@ -525,11 +470,11 @@ def write_report(path, out_dir=None) -> Path:
              plot_clip_vs_nfe(summary, out / "clip_vs_nfe.png")]
     sheets = contact_sheets(runs, out)
     seed, _ = sheet_rows(runs)
-    is_sweep = (root / SWEEP).is_file()
-    title = (read_sweep(root).get("name") if is_sweep else None) or root.resolve().name
+    sweep = is_sweep(root)
+    title = (read_sweep(root).get("name") if sweep else None) or dir_name(root)
     prompts = pd.concat([run.index[["prompt_id", "prompt"]] for run in runs.values()]).drop_duplicates("prompt_id")
     html = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True).from_string(TEMPLATE).render(
-        title=title, kind="Sweep" if is_sweep else "Run", path=str(root), baseline=baseline,
+        title=title, kind="Sweep" if sweep else "Run", path=str(root), baseline=baseline,
         confidence=f"{CONFIDENCE:.0%}", summary=_table(summary), comparison=_table(comparison),
         plots=[p.name for p in plots], sheets=[s.name for s in sheets], seed=seed, prompts=_table(prompts),
     )

@@ -5,8 +5,9 @@ Layout of OUT (any fsspec URL):
     index/shard-00000.parquet ...   one row per sample of the shard (failed samples too)
     index.parquet         all rows, rebuilt at the end of every run
     manifest.json         config, prompt-set digest, shard plan, versions, counts
-A file appears under its final name only once it is whole (temp name under `_tmp/`, then a
-move), and a shard counts as done only when its tar exists, so readers never see half a shard.
+A file appears under its final name only once it is whole (`dnp_batch.fileio.WholeFiles`: temp
+name under `_tmp/`, then a move), and a shard counts as done only when its tar exists, so readers
+never see half a shard. `dnp_batch.runs` names these files and reads a run back.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import json
 import tarfile
 import uuid
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .fileio import TMP, WholeFiles, resolve
+from .runs import INDEX, MANIFEST, SHARDS, Run
+
 INDEX_COLUMNS = ("key", "shard", "status", "error", "prompt", "seed", "method", "clip_score", "record")
-MANIFEST = "manifest.json"
 
 
 def encode_image(image, fmt: str = "png", quality: int = 95) -> bytes:
@@ -47,11 +49,8 @@ class ShardSink:
 
     def __init__(self, url: str):
         self.url = url
-        try:
-            self.fs, self.root = fsspec.core.url_to_fs(url)
-        except (ValueError, ImportError) as e:
-            raise ValueError(f"--out {url} is not a usable fsspec URL: {e}") from None
-        self.root = self.root.rstrip("/") or "/"
+        self.fs, self.root = resolve(url, "--out")
+        self.files = WholeFiles(self.fs, self.root)
 
     @property
     def protocols(self) -> set[str]:
@@ -89,7 +88,7 @@ class ShardSink:
         """After a run that failed before writing any shard: leave OUT as it was found."""
         if self.done_shards():
             return
-        for pattern in (MANIFEST, "_tmp", "index"):
+        for pattern in (MANIFEST, TMP, "index"):
             for path in self.fs.glob(self.path(pattern)):
                 self.fs.rm(path, recursive=True)
         if not existed and self.fs.exists(self.root) and not self.fs.ls(self.root, detail=False):
@@ -97,21 +96,11 @@ class ShardSink:
 
     def put(self, name: str, data: bytes) -> None:
         """Write OUT/name whole or not at all (temp file under `_tmp/`, then a move)."""
-        tmp = self.path("_tmp", f"{uuid.uuid4().hex}-{name.replace('/', '_')}")
-        self.fs.makedirs(self.path("_tmp"), exist_ok=True)
-        with self.fs.open(tmp, "wb") as f:
-            f.write(data)
-        final = self.path(name)
-        parent = final.rsplit("/", 1)[0]
-        self.fs.makedirs(parent, exist_ok=True)
-        self.fs.mv(tmp, final)
+        self.files.write(name, data)
 
     def read_manifest(self) -> dict | None:
-        path = self.path(MANIFEST)
-        if not self.fs.exists(path):
-            return None
-        with self.fs.open(path, "rb") as f:
-            return json.loads(f.read())
+        """The run manifest in OUT, or None where there is none yet."""
+        return Run(self.url).manifest() if self.fs.exists(self.path(MANIFEST)) else None
 
     def write_manifest(self, manifest: dict) -> None:
         self.put(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True, default=str).encode())
@@ -120,13 +109,13 @@ class ShardSink:
         """OUT holds files that this sink did not write (then a new run refuses to start there)."""
         if not self.fs.exists(self.root):
             return False
-        ours = {MANIFEST, "index.parquet", "index", "_tmp", "negatives.jsonl", *allowed}
+        ours = {MANIFEST, INDEX, "index", TMP, "negatives.jsonl", *allowed}
         names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)]
         return any(n not in ours and not (n.startswith("shard-") and n.endswith(".tar")) for n in names)
 
     def done_shards(self) -> set[int]:
         """Shards whose tar and index both exist (the tar is moved into place last)."""
-        tars = self.fs.glob(self.path("shard-*.tar"))
+        tars = self.fs.glob(self.path(SHARDS))
         done = set()
         for tar in tars:
             shard = int(tar.rsplit("shard-", 1)[1].split(".")[0])
@@ -136,7 +125,7 @@ class ShardSink:
 
     def clear(self) -> None:
         """Remove everything this sink writes (for --overwrite)."""
-        for pattern in ("shard-*.tar", "index", "index.parquet", MANIFEST, "_tmp", "negatives.jsonl"):
+        for pattern in (SHARDS, "index", INDEX, MANIFEST, TMP, "negatives.jsonl"):
             for path in self.fs.glob(self.path(pattern)):
                 self.fs.rm(path, recursive=True)
 
@@ -159,13 +148,12 @@ class ShardSink:
         table = pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
         buf = io.BytesIO()
         pq.write_table(table, buf)
-        self.put("index.parquet", buf.getvalue())
+        self.put(INDEX, buf.getvalue())
         return table
 
     def finish(self) -> None:
         """Remove the temp area once a run is over."""
-        if self.fs.exists(self.path("_tmp")):
-            self.fs.rm(self.path("_tmp"), recursive=True)
+        self.files.clear()
 
 
 INDEX_SCHEMA = pa.schema([

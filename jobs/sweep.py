@@ -11,13 +11,13 @@ into OUT (OUT/report/index.html), as `python jobs/report.py OUT` would.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from dnp_batch.dag import run_ray
 from dnp_batch.job import Point, run_local, run_points
 from dnp_batch.prompts import expand_samples, read_prompts
 from dnp_batch.report import write_report
+from dnp_batch.runs import SWEEP, write_sweep
 from dnp_batch.sink import ShardSink
 from dnp_batch.sweep import load_sweep
 
@@ -42,16 +42,12 @@ def main(argv=None) -> int:
         out = args.out.rstrip("/")
         points = [Point(n, cfg, f"{out}/points/{n}") for n, cfg, _ in specs]
         sink = ShardSink(out)
-        if sink.has_foreign_files(allowed={"sweep.json", "points", "report", "summary.parquet", "summary.csv",
+        if sink.has_foreign_files(allowed={SWEEP, "points", "report", "summary.parquet", "summary.csv",
                                            "comparison.parquet", "comparison.csv"}):
             raise ValueError(f"--out {args.out} is not empty and holds no dnp_batch sweep; choose an empty --out")
         distributor = run_ray if args.distributor == "ray" else run_local
         run_points(points, samples, distributor, resume=args.resume, overwrite=args.overwrite)
-        sink.put("sweep.json", json.dumps({
-            "name": name, "baseline": baseline,
-            "points": [{"name": n, "overrides": o, "dir": f"points/{n}"} for n, _, o in specs],
-        }, indent=1).encode())
-        sink.finish()
+        write_sweep(out, name, [{"name": n, "overrides": o, "dir": f"points/{n}"} for n, _, o in specs], baseline)
         for point in points:
             print(f"{point.name}: {point.summary.line(point.cfg.method)}")
         if {"file", "local"} & sink.protocols:
