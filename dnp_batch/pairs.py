@@ -42,10 +42,10 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from .fileio import TMP, WholeFiles, resolve
+from .models import TINY_MODELS, resolve_model
 from .runs import IMAGE_EXTS, SWEEP, Run, basename, is_sweep, sweep_points
 from .scoring import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED, ClipScorer
 from .sink import encode_image, record_json
-from .tiny import ensure_tiny
 
 PAIRS_PARQUET = "pairs.parquet"
 PAIRS_MANIFEST = "pairs_manifest.json"
@@ -104,8 +104,8 @@ class ClipRecomputeScorer:
     def __init__(self, model: str = DEFAULT_CLIP_MODEL, pretrained: str | None = DEFAULT_CLIP_PRETRAINED,
                  device: str = "cpu", batch_size: int = 32):
         self.settings = {"model": model, "pretrained": pretrained}
-        if model == "tiny-clip":
-            model, pretrained = str(ensure_tiny("clip")), None
+        if model in TINY_MODELS:
+            model, pretrained = resolve_model(model), None
         self.clip = ClipScorer(model, pretrained, device=device, batch_size=batch_size)
 
     def score(self, prompts: list[str], images: list[Image.Image], records: list[dict]) -> list[float]:
