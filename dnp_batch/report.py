@@ -32,6 +32,14 @@ RECORD_FIELDS = {
     "dns_clip_score": "dns_clip_score", "np_seed": "np_seed", "captions": "captions", "cnp_every": "cnp_every",
 }
 SUMMARY_STATS = ["n", "failures", "clip_mean", "clip_ci_low", "clip_ci_high", "nfe_mean", "seconds_per_image"]
+# Where records carry the toy world's exact judge (and its image-quality proxy): per-attribute
+# adherence with 95% Wilson intervals for all-correct, quality means; judged paired comparison.
+JUDGE_ATTRS = ("shape", "colour", "count", "relation", "all")
+QUALITY_METRICS = ("palette_error", "background_error", "stray_pixels")
+JUDGE_STATS = [*(f"judge_{a}" for a in JUDGE_ATTRS), "judge_all_ci_low", "judge_all_ci_high",
+               *(f"quality_{m}" for m in QUALITY_METRICS)]
+JUDGE_COMPARISON = {"judge_n": "int64", "judge_wins": "int64", "judge_losses": "int64", "judge_p": "float64",
+                    "judge_delta": "float64"}
 COMPARISON_COLUMNS = {
     "point": "object", "baseline": "object", "n_pairs": "int64", "wins": "int64", "losses": "int64",
     "ties": "int64", "win_rate": "float64", "p_value": "float64", "mean_delta": "float64",
@@ -82,7 +90,7 @@ def expand_index(table: pd.DataFrame) -> pd.DataFrame:
     records = [json.loads(r) if isinstance(r, str) and r else {} for r in df["record"]]
     for src, name in RECORD_FIELDS.items():
         df[name] = pd.Series([r.get(src) for r in records], index=df.index, dtype=object).infer_objects()
-    for section in ("answer", "metadata"):
+    for section in ("answer", "metadata", "judge", "quality"):
         keys = dict.fromkeys(k for r in records for k, v in (r.get(section) or {}).items()
                              if not isinstance(v, (list, dict)))
         for k in keys:
@@ -170,10 +178,37 @@ def summarize(runs: dict[str, RunData]) -> pd.DataFrame:
         row.update(n=len(ok), failures=int((df["status"] != "ok").sum()), clip_mean=mean, clip_ci_low=low,
                    clip_ci_high=high, nfe_mean=float(ok["nfe"].astype(float).mean()) if len(ok) else math.nan,
                    seconds_per_image=float(ok["seconds"].astype(float).mean()) if len(ok) else math.nan)
+        row.update(_judge_stats(ok))
         rows.append(row)
-    summary = pd.DataFrame(rows, columns=["point", "method", "guidance_scale", *params, *SUMMARY_STATS])
+    judged = [c for c in JUDGE_STATS if any(c in r for r in rows)]
+    summary = pd.DataFrame(rows, columns=["point", "method", "guidance_scale", *params, *SUMMARY_STATS, *judged])
     summary["guidance_scale"] = pd.to_numeric(summary["guidance_scale"], errors="coerce")
     return summary
+
+
+def _judge_stats(ok: pd.DataFrame) -> dict:
+    """The judge's means (all-correct with its 95% Wilson interval) and the quality means, if judged."""
+    if "judge.all" not in ok or ok["judge.all"].isna().all():
+        return {}
+    out = {}
+    for attr in JUDGE_ATTRS:
+        values = pd.to_numeric(ok.get(f"judge.{attr}"), errors="coerce").dropna()
+        out[f"judge_{attr}"] = float(values.mean()) if len(values) else math.nan
+        if attr == "all" and len(values):
+            ci = stats.binomtest(int(values.sum()), len(values)).proportion_ci(CONFIDENCE, method="wilson")
+            out["judge_all_ci_low"], out["judge_all_ci_high"] = float(ci.low), float(ci.high)
+    for metric in QUALITY_METRICS:
+        if f"quality.{metric}" in ok:
+            out[f"quality_{metric}"] = float(pd.to_numeric(ok[f"quality.{metric}"], errors="coerce").mean())
+    return out
+
+
+def _judged(run: RunData) -> pd.Series:
+    df = run.index
+    if "judge.all" not in df:
+        return pd.Series(dtype=float)
+    ok = df[(df["status"] == "ok") & df["judge.all"].notna()]
+    return pd.Series(ok["judge.all"].to_numpy(float), index=ok["key"].to_numpy())
 
 
 def _scores(run: RunData) -> pd.Series:
@@ -204,8 +239,23 @@ def compare(runs: dict[str, RunData], baseline: str | None) -> pd.DataFrame:
                 "win_rate": wins / decided if decided else math.nan,
                 "p_value": float(stats.binomtest(wins, decided, 0.5).pvalue) if decided else math.nan,
                 "mean_delta": float(delta.mean()) if len(delta) else math.nan,
+                **_judge_pairs(run, runs[baseline]),
             })
-    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS)).astype(COMPARISON_COLUMNS)
+    columns = {**COMPARISON_COLUMNS, **(JUDGE_COMPARISON if any("judge_n" in r for r in rows) else {})}
+    return pd.DataFrame(rows, columns=list(columns)).astype(columns)
+
+
+def _judge_pairs(run: RunData, base: RunData) -> dict:
+    """Judged all-correct paired by key: wins (right where the baseline is wrong), losses, the exact
+    McNemar p-value and the mean difference; {} when either side has no judge."""
+    pairs = pd.concat([_judged(run), _judged(base)], axis=1, join="inner", keys=["point", "baseline"])
+    if pairs.empty:
+        return {}
+    wins = int(((pairs["point"] == 1) & (pairs["baseline"] == 0)).sum())
+    losses = int(((pairs["point"] == 0) & (pairs["baseline"] == 1)).sum())
+    p = float(stats.binomtest(wins, wins + losses, 0.5).pvalue) if wins + losses else 1.0
+    return {"judge_n": len(pairs), "judge_wins": wins, "judge_losses": losses, "judge_p": p,
+            "judge_delta": float((pairs["point"] - pairs["baseline"]).mean())}
 
 
 def _missing(value) -> bool:
@@ -245,25 +295,37 @@ def _series_label(row: pd.Series, params: list[str]) -> str:
 
 def plot_clip_vs_guidance(summary: pd.DataFrame, path) -> Path:
     """Mean CLIP score against guidance scale, one line per method (and other parameters), 95% CI bars."""
+    return _plot_vs_guidance(summary, path, ("clip_mean", "clip_ci_low", "clip_ci_high"), "no CLIP scores",
+                             f"CLIP score (mean, {CONFIDENCE:.0%} CI)", "CLIP score vs guidance scale")
+
+
+def plot_judge_vs_guidance(summary: pd.DataFrame, path) -> Path:
+    """The toy judge's all-correct against guidance scale, 95% Wilson bars."""
+    return _plot_vs_guidance(summary, path, ("judge_all", "judge_all_ci_low", "judge_all_ci_high"), "no judge",
+                             f"judge all-correct ({CONFIDENCE:.0%} Wilson CI)", "Adherence vs guidance scale")
+
+
+def _plot_vs_guidance(summary: pd.DataFrame, path, cols: tuple[str, str, str], empty: str, ylabel: str,
+                      title: str) -> Path:
+    mean_col, low_col, high_col = cols
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.add_subplot()
-    params = [c for c in summary.columns if c not in ("point", "method", "guidance_scale", *SUMMARY_STATS)]
-    data = summary.dropna(subset=["clip_mean", "guidance_scale"])
+    params = [c for c in summary.columns if c not in ("point", "method", "guidance_scale", *SUMMARY_STATS, *JUDGE_STATS)]
+    data = summary.dropna(subset=[mean_col, "guidance_scale"])
     if data.empty:
-        ax.text(0.5, 0.5, "no CLIP scores", ha="center", va="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
     labels = data.apply(lambda r: _series_label(r, params), axis=1) if len(data) else pd.Series(dtype=str)
     series = list(dict.fromkeys(labels))
     span = float(np.ptp(data["guidance_scale"])) if len(data) else 0.0
     dodge = 0.02 * (span or 1.0)  # side by side, so series at the same w do not hide each other's bars
     for i, label in enumerate(series):
         part = data[labels == label].sort_values("guidance_scale")
-        yerr = np.nan_to_num(np.vstack([part["clip_mean"] - part["clip_ci_low"],
-                                        part["clip_ci_high"] - part["clip_mean"]]))
+        yerr = np.nan_to_num(np.vstack([part[mean_col] - part[low_col], part[high_col] - part[mean_col]]))
         x = part["guidance_scale"] + dodge * (i - (len(series) - 1) / 2)
-        ax.errorbar(x, part["clip_mean"], yerr=yerr, marker="o", capsize=3, label=label)
+        ax.errorbar(x, part[mean_col], yerr=yerr, marker="o", capsize=3, label=label)
     ax.set_xlabel("guidance scale w")
-    ax.set_ylabel(f"CLIP score (mean, {CONFIDENCE:.0%} CI)")
-    ax.set_title("CLIP score vs guidance scale")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     if len(data):
         ax.legend(fontsize="small")
@@ -434,7 +496,9 @@ baseline <b>{{ baseline }}</b>{% endif %}. CLIP intervals are {{ confidence }} S
 <h2>Paired comparison{% if baseline %} vs {{ baseline }}{% endif %}</h2>
 {% if comparison.rows %}
 <p class="note">Samples paired by key (ok and scored in both). Wins/losses/ties on CLIP score; win rate
-over decided pairs; p: two-sided sign test.</p>
+over decided pairs; p: two-sided sign test. Where records carry the toy world's judge: judge_wins/losses are
+samples all-correct on one side only, judge_p the exact McNemar test, judge_delta the difference in
+all-correct.</p>
 {{ table(comparison) }}
 {% else %}
 <p class="note">No comparison: {% if baseline %}no other points{% else %}no baseline (a single run, or a sweep
@@ -468,6 +532,8 @@ def write_report(path, out_dir=None) -> Path:
     _write_tables(summary, comparison, root)
     plots = [plot_clip_vs_guidance(summary, out / "clip_vs_guidance.png"),
              plot_clip_vs_nfe(summary, out / "clip_vs_nfe.png")]
+    if "judge_all" in summary:
+        plots.append(plot_judge_vs_guidance(summary, out / "judge_vs_guidance.png"))
     sheets = contact_sheets(runs, out)
     seed, _ = sheet_rows(runs)
     sweep = is_sweep(root)

@@ -26,7 +26,7 @@ from .prompts import Sample
 from .scoring import ClipScorer, check_clip_source
 from .sink import ShardSink, encode_image
 from .toyworld.data import parse_caption
-from .toyworld.judge import JudgeCaptioner, judge
+from .toyworld.judge import JudgeCaptioner, judge, quality
 
 def uses_judge(cfg: JobConfig) -> bool:
     return cfg.model == TOY_MODEL if cfg.judge is None else cfg.judge
@@ -236,7 +236,8 @@ class GenerationStage(_Stage):
 
 class ScoringStage(_Stage):
     """CLIP score of each image with its prompt, and of the DNS image where there is one; in the
-    toy world also the exact judge's per-attribute verdict (`judge`, `dns_judge`)."""
+    toy world also the exact judge's per-attribute verdict (`judge`, `dns_judge`) and the image-
+    quality proxy (`quality`)."""
 
     def __init__(self, cfgs: list[JobConfig]):
         super().__init__(cfgs)
@@ -260,6 +261,7 @@ class ScoringStage(_Stage):
         if uses_judge(cfg):
             for s, item in zip(samples, items):
                 item["record"]["judge"] = judge_prompt(item["image"], s.prompt)
+                item["record"]["quality"] = {k: None if v != v else v for k, v in quality(item["image"]).items()}
                 if item.get("dns_image") is not None:
                     item["record"]["dns_judge"] = judge_prompt(item["dns_image"], s.prompt)
         if cfg.clip.model:

@@ -80,3 +80,29 @@ def test_bad_sweep_files_are_refused_before_anything_is_written(tmp_path, capsys
     assert run_sweep("--sweep", sweep, "--prompts", PROMPTS, "--out", tmp_path / "o") == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_toy_study_sweep_reports_the_judge_and_quality(tmp_path):
+    """configs/sweeps/toy-study.yaml's shape on a slice: the toy model through the sweep job, the
+    report's summary with the judge per attribute and the quality proxy, the judged paired comparison."""
+    from dnp_batch.report import compare, load_runs, summarize, write_report
+
+    name, baseline, points = load_sweep(REPO / "configs" / "sweeps" / "toy-study.yaml")
+    assert baseline == "cfg-w3" and {"apg-w3", "answer-lambda1-w3", "auto-dnp-w3"} <= {p[0] for p in points}
+    sweep = tmp_path / "slice.yaml"
+    sweep.write_text(f"config: {REPO / 'configs' / 'toy-shapes.yaml'}\nset: {{steps: 3, clip.model: null}}\n"
+                     "seeds: 1\nbaseline: cfg-w3\npoints:\n  - {name: cfg-w3, method: cfg, guidance_scale: 3.0}\n"
+                     "  - {name: answer-lambda1-w3, method: answer, guidance_scale: 3.0, answer.negative_scale: 1.0}\n")
+    out = tmp_path / "out"
+    assert run_sweep("--sweep", sweep, "--prompts", REPO / "examples" / "toy-study.jsonl", "--out", out) == 0
+    runs, base = load_runs(out)
+    summary = summarize(runs)
+    for column in ("judge_all", "judge_relation", "judge_all_ci_low", "quality_stray_pixels", "quality_palette_error"):
+        assert summary[column].notna().all(), column
+    assert (summary["judge_all_ci_low"] <= summary["judge_all"]).all()
+    comparison = compare(runs, base)
+    row = comparison.iloc[0]
+    assert row["point"] == "answer-lambda1-w3" and row["judge_n"] == 16 and 0 <= row["judge_p"] <= 1
+    assert row["judge_wins"] + row["judge_losses"] <= 16
+    index = write_report(out)
+    assert (index.parent / "judge_vs_guidance.png").is_file() and "judge_p" in index.read_text()
