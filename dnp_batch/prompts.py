@@ -85,23 +85,45 @@ def parse_seeds(text: str) -> int | list[int]:
     return seeds
 
 
-def expand_samples(rows: list[dict], seeds: int | list[int]) -> list[Sample]:
+class Samples(list):
+    """The samples of a prompt set; `folded` counts the duplicate rows generated only once."""
+
+    folded: int = 0
+
+
+def expand_samples(rows: list[dict], seeds: int | list[int]) -> Samples:
     """One sample per (row, seed): the row's own `seed` if it has one, else each of `seeds` (a count N
-    means 0..N-1). Keys are `{id}_{seed}`, id = the row's `id` or `prompt_id(prompt)`."""
+    means 0..N-1). Keys are `{id}_{seed}`, id = the row's `id` or `prompt_id(prompt)`. A sample
+    identical to an earlier one (same key, prompt, negative prompt and seed: real prompt sets repeat
+    captions) is folded into it, keeping the first row's id and metadata (`.folded` counts them);
+    the same key for different content is an error."""
     default_seeds = _seed_list(seeds)
-    samples, first_of = [], {}
+    samples, first_of = Samples(), {}
     for n, row in enumerate(rows, start=1):
         pid = _check_id(str(row["id"]), f"prompt #{n}") if row.get("id") is not None else prompt_id(row["prompt"])
         own = row.get("seed")
         for seed in [_seed(own, f"prompt #{n}")] if own is not None else default_seeds:
             key = f"{pid}_{seed}"
             if key in first_of:
-                raise ValueError(f"duplicate sample {key!r} (prompts #{first_of[key]} and #{n}): prompt ids must be "
-                                 f"unique; give rows with the same text distinct ids")
-            first_of[key] = n
+                first, sample = first_of[key]
+                if (sample.prompt, sample.negative_prompt) == (row["prompt"], row.get("negative_prompt")):
+                    samples.folded += 1
+                    continue
+                raise ValueError(f"duplicate sample {key!r} (prompts #{first} and #{n}) with different content: "
+                                 f"prompt ids must be unique; give rows with the same text distinct ids")
             metadata = dict(row.get("metadata") or {})
-            samples.append(Sample(key, row["prompt"], seed, row.get("negative_prompt"), metadata))
+            sample = Sample(key, row["prompt"], seed, row.get("negative_prompt"), metadata)
+            first_of[key] = (n, sample)
+            samples.append(sample)
     return samples
+
+
+def folded_note(samples: Samples) -> str | None:
+    """The job's line about folded duplicates, or None when there were none."""
+    if not getattr(samples, "folded", 0):
+        return None
+    return (f"prompts: {samples.folded} duplicate row(s) folded (same id or text, negative prompt and seed: "
+            f"generated once, with the first row's id and metadata); {len(samples)} samples")
 
 
 def read_negatives(path: str | Path, samples: list[Sample]) -> list[Sample]:

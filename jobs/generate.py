@@ -21,7 +21,7 @@ from dnp_batch import methods
 from dnp_batch.config import load_config
 from dnp_batch.dag import run_ray
 from dnp_batch.job import run, run_local
-from dnp_batch.prompts import expand_samples, parse_seeds, read_negatives, read_prompts
+from dnp_batch.prompts import expand_samples, folded_note, parse_seeds, read_negatives, read_prompts
 from dnp_batch.sink import ShardSink
 
 
@@ -54,6 +54,8 @@ def main(argv=None) -> int:
         if args.negatives and cfg.method != human_dnp:
             raise ValueError(f"--negatives is for method {human_dnp} (human DNP phase two), not {cfg.method!r}")
         samples = expand_samples(read_prompts(args.prompts), cfg.seeds)
+        if note := folded_note(samples):
+            print(note, file=sys.stderr)
         if args.negatives:
             samples = read_negatives(args.negatives, samples)
         distributor = run_ray if args.distributor == "ray" else run_local

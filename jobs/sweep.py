@@ -15,7 +15,7 @@ import sys
 
 from dnp_batch.dag import run_ray
 from dnp_batch.job import Point, run_local, run_points
-from dnp_batch.prompts import expand_samples, read_prompts
+from dnp_batch.prompts import expand_samples, folded_note, read_prompts
 from dnp_batch.report import write_report
 from dnp_batch.runs import SWEEP, write_sweep
 from dnp_batch.sink import ShardSink
@@ -39,6 +39,8 @@ def main(argv=None) -> int:
     try:
         name, baseline, specs = load_sweep(args.sweep)
         samples = expand_samples(read_prompts(args.prompts), specs[0][1].seeds)
+        if note := folded_note(samples):
+            print(note, file=sys.stderr)
         out = args.out.rstrip("/")
         points = [Point(n, cfg, f"{out}/points/{n}") for n, cfg, _ in specs]
         sink = ShardSink(out)

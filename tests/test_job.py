@@ -172,3 +172,17 @@ def test_judge_scores_travel_in_records(tmp_path):
     assert set(verdict) == {"shape", "colour", "count", "relation", "all"}
     assert all(v in (0.0, 1.0) for v in verdict.values()) and set(recs["toy_0"]["dns_judge"]) == set(verdict)
     assert recs["free_0"]["judge"] is None and recs["toy_0"]["captioner"]["model"] == "toyworld-judge"
+
+
+def test_partiprompts_tsv_with_repeated_rows_runs_once_per_sample(tmp_path, capsys):
+    """A PartiPrompts-style TSV with two rows of the same text: the job generates the sample once
+    and says how many rows it folded (it used to stop with 'prompt ids must be unique')."""
+    tsv = tmp_path / "parti.tsv"
+    tsv.write_text("Prompt\tCategory\tChallenge\tNote\na red cube\tArtifacts\tBasic\t\n"
+                   '"STOP" on a sign\tWriting\tText\t\na red cube\tArtifacts\tBasic\tagain\n', encoding="utf-8")
+    assert run_job("--prompts", tsv, "--config", FAST, "--method", "cfg", "--out", tmp_path / "o") == 0
+    assert "1 duplicate row(s) folded" in capsys.readouterr().err
+    recs = records(tmp_path / "o")
+    assert sorted(r["prompt"] for r in recs.values()) == ['"STOP" on a sign', "a red cube"]
+    cube = next(r for r in recs.values() if r["prompt"] == "a red cube")
+    assert cube["metadata"] == {"Category": "Artifacts", "Challenge": "Basic"}  # the first row's

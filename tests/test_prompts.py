@@ -220,9 +220,13 @@ def test_duplicate_ids_are_an_error(tmp_path):
     with pytest.raises(ValueError, match=r"duplicate sample 'x_0' \(prompts #1 and #2\).*give rows with the same "
                                          r"text distinct ids"):
         expand_samples(read_prompts(path), 1)
-    same_text = write(tmp_path, "same.txt", "a cat\na cat\n")
-    with pytest.raises(ValueError, match="duplicate sample"):
-        expand_samples(read_prompts(same_text), 1)
+    # identical rows are folded into the first (issue: real prompt sets repeat captions)
+    same_text = write(tmp_path, "same.txt", "a cat\na cat\na dog\n")
+    samples = expand_samples(read_prompts(same_text), 2)
+    assert [s.prompt for s in samples] == ["a cat", "a cat", "a dog", "a dog"] and samples.folded == 2
+    negatives = write(tmp_path, "neg.jsonl", '{"prompt": "a", "negative_prompt": "x"}\n{"prompt": "a", "negative_prompt": "y"}\n')
+    with pytest.raises(ValueError, match="with different content"):
+        expand_samples(read_prompts(negatives), 1)
 
 
 def test_sample_is_frozen_and_hashable_with_metadata():
@@ -262,3 +266,27 @@ def test_csv_with_unnamed_trailing_columns(tmp_path):
     path = write(tmp_path, "p.csv", "prompt,category,,\na cat,Animals,,\na dog,,x,\n")
     assert read_prompts(path) == [{"prompt": "a cat", "metadata": {"category": "Animals"}},
                                   {"prompt": "a dog", "metadata": {"column3": "x"}}]
+
+
+@pytest.mark.parametrize("fmt", ["parti.tsv", "drawbench.csv", "pickapic.parquet", "captions.txt"])
+def test_real_prompt_sets_with_repeated_captions_fold_duplicates(tmp_path, fmt):
+    """Real prompt sets repeat captions (Pick-a-Pic's many times): identical rows are generated once,
+    keeping the first row's metadata; each format as its source writes it."""
+    texts = ['"Hello" written on a cake', "a cat", "a cat", "a dog, running", "a cat"]
+    if fmt == "parti.tsv":
+        path = write(tmp_path, fmt, "Prompt\tCategory\tChallenge\tNote\n" +
+                     "".join(f"{t}\tCat{i}\tBasic\t\n" for i, t in enumerate(texts)))
+    elif fmt == "drawbench.csv":
+        quoted = ['"' + t.replace('"', '""') + '"' for t in texts]
+        path = write(tmp_path, fmt, "Prompts,Category\n" + "".join(f"{q},Cat{i}\n" for i, q in enumerate(quoted)))
+    elif fmt == "pickapic.parquet":
+        path = tmp_path / fmt
+        pq.write_table(pa.table({"caption": texts, "ranking_id": list(range(5)), "Category": [f"Cat{i}" for i in
+                                                                                           range(5)]}), path)
+    else:
+        path = write(tmp_path, fmt, "".join(t + "\n" for t in texts))
+    samples = expand_samples(read_prompts(path), 2)
+    assert [s.prompt for s in samples[::2]] == ['"Hello" written on a cake', "a cat", "a dog, running"]
+    assert len(samples) == 6 and samples.folded == 4 and len({s.key for s in samples}) == 6
+    if fmt != "captions.txt":
+        assert samples[2].metadata["Category"] == "Cat1"  # the first row's metadata is kept
