@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 from .config import JobConfig
 from .models import library_versions
 from .prompts import Sample
+from .runs import check_shard
 from .sink import ShardSink
 from .stages import StageSpec, WriteStage, build_stages, check_samples, check_sources, new_row
 
@@ -114,6 +115,11 @@ def run_points(points: list[Point], samples: list[Sample], distributor: Callable
         if overwrite:
             point.sink.clear()
         done = point.sink.done_shards()
+        for shard in sorted(done):  # a shard left truncated or corrupted by a crash is made again
+            problems, _ = check_shard(point.sink.fs, point.sink.root, shard)
+            if problems:
+                log(f"{point.name}: regenerating shard {shard:05d}: {problems[0]}")
+                done.discard(shard)
         todo = [(shard, s) for shard, s in point.plan if shard not in done]
         point.summary = Summary(skipped_shards=len(point.plan) - len(todo), shards=len(point.plan))
         if done:
@@ -144,10 +150,10 @@ def run_points(points: list[Point], samples: list[Sample], distributor: Callable
             point.sink.remove_if_unstarted(point.existed)  # e.g. a model that fails to load: leave no trace
         raise
     for point in points:
-        index = point.sink.write_index()
+        index, digests = point.sink.write_index()
         point.summary.seconds = time.perf_counter() - t0
         statuses = index.column("status").to_pylist()
-        point.sink.write_manifest({**point.manifest, "status": "complete", "counts": {
+        point.sink.write_manifest({**point.manifest, "status": "complete", "shard_digests": digests, "counts": {
             "samples": len(statuses), "ok": statuses.count("ok"), "failed": statuses.count("failed"),
             "shards": len(point.plan), "generated_this_run": point.summary.samples}})
         point.sink.finish()

@@ -14,6 +14,8 @@ or a URL). This module owns that format: `read_sweep` and `write_sweep` check it
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import tarfile
 from pathlib import Path
@@ -30,6 +32,7 @@ INDEX = "index.parquet"
 SHARDS = "shard-*.tar"
 IMAGE_EXTS = ("png", "jpg", "webp")  # output.image_format values: the extension of a shard's image member
 DNS_EXTS = tuple(f"dns.{ext}" for ext in IMAGE_EXTS)
+DIGEST_KEY = b"dnp_batch.shard"  # a per-shard index's Parquet metadata: its tar's sha256, size, samples
 RESUME_HINT = "rerun jobs/generate.py with --resume into that directory"
 
 
@@ -238,3 +241,105 @@ class Run:
     @property
     def has_dns(self) -> bool:
         return any(ext.startswith("dns.") for files in self.members().values() for ext in files)
+
+
+# --- proof that a run is whole ---------------------------------------------------------------------
+
+
+def shard_digest(index_table: pa.Table) -> dict:
+    """{sha256, size, samples} of a shard's tar, from its per-shard index's metadata ({} if absent)."""
+    meta = (index_table.schema.metadata or {}).get(DIGEST_KEY)
+    return json.loads(meta) if meta else {}
+
+
+def shard_index_path(root: str, shard: int) -> str:
+    return f"{root}/index/shard-{shard:05d}.parquet"
+
+
+def check_shard(fs, root: str, shard: int, expected: dict | None = None) -> tuple[list[str], list[str]]:
+    """(problems, keys) of one written shard: its per-shard index reads; its tar exists, has the
+    size and sha256 recorded when it was written (or `expected`), reads as a tar; its members are
+    exactly KEY.{image, json, txt[, dns image]} of the index's ok rows, once each."""
+    name = f"shard-{shard:05d}.tar"
+    tar_path, index_path = f"{root}/{name}", shard_index_path(root, shard)
+    try:
+        with fs.open(index_path, "rb") as f:
+            table = pq.read_table(f)
+    except (OSError, pa.ArrowException) as e:
+        return [f"{name}: its index {index_path} does not read ({e})"], []
+    digest = expected or shard_digest(table)
+    if not fs.exists(tar_path):
+        return [f"{name}: missing"], []
+    data = fs.cat_file(tar_path)
+    problems = []
+    if digest and len(data) != digest.get("size"):
+        problems.append(f"{name}: {len(data)} bytes, but {digest.get('size')} were written (truncated or replaced)")
+    elif digest and hashlib.sha256(data).hexdigest() != digest.get("sha256"):
+        problems.append(f"{name}: sha256 differs from the one recorded when it was written (corrupted)")
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            names = [m.name for m in tar.getmembers()]
+    except tarfile.TarError as e:
+        return problems + [f"{name}: not a readable tar ({e})"], []
+    rows = table.select(["key", "status"]).to_pylist()
+    ok = [r["key"] for r in rows if r["status"] == "ok"]
+    members: dict[str, list[str]] = {}
+    for member in names:
+        key, _, ext = member.partition(".")
+        members.setdefault(key, []).append(ext)
+    for key in ok:
+        exts = members.get(key, [])
+        images = [e for e in exts if e in IMAGE_EXTS]
+        if len(images) != 1 or exts.count("json") != 1 or exts.count("txt") != 1 or len(exts) != len(set(exts)):
+            problems.append(f"{name}: sample {key} has members {sorted(exts)}; expected one image, json and txt")
+    extra = sorted(set(members) - set(ok))
+    if extra:
+        problems.append(f"{name}: members of {len(extra)} key(s) not in its index as ok, e.g. {extra[0]!r}")
+    if digest and digest.get("samples") != len(ok):
+        problems.append(f"{name}: {len(ok)} ok samples in its index, but {digest.get('samples')} were written")
+    return problems, [r["key"] for r in rows]
+
+
+def verify_run(url) -> list[str]:
+    """Every problem that keeps the run at `url` from being whole and intact (empty: it is):
+    the manifest says complete and lists every shard; each shard reads and matches its recorded
+    size, sha256 and index; keys are unique; index.parquet and the counts add up; no stray shard."""
+    run = Run(url)
+    if not run.fs.isfile(run.path(MANIFEST)):
+        return [f"{url}: no {MANIFEST}: not a dnp_batch run, or one that never started"]
+    manifest = run.manifest()
+    problems = []
+    if manifest.get("status") != "complete":
+        problems.append(f"{MANIFEST}: status {manifest.get('status')!r}, not 'complete': {RESUME_HINT}")
+    listed = {d["shard"]: d for d in manifest.get("shard_digests") or []}
+    if not listed and manifest.get("status") == "complete":
+        problems.append(f"{MANIFEST}: lists no shard digests (a run written before dnp_batch recorded them)")
+    planned = manifest.get("shards")
+    if isinstance(planned, int) and listed and sorted(listed) != list(range(planned)):
+        problems.append(f"{MANIFEST}: plans {planned} shards but lists digests for {len(listed)}")
+    on_disk = {int(p.rsplit("shard-", 1)[1].split(".")[0]) for p in run.shards()}
+    stray = sorted(on_disk - set(listed)) if listed else []
+    if stray:
+        problems.append(f"shard-{stray[0]:05d}.tar and {len(stray) - 1} other(s) are not in {MANIFEST}")
+    seen: dict[str, int] = {}
+    for shard, digest in sorted(listed.items()):
+        shard_problems, keys = check_shard(run.fs, run.root, shard, digest)
+        problems += shard_problems
+        if len(keys) != digest.get("rows", len(keys)):
+            problems.append(f"shard-{shard:05d}.tar: its index has {len(keys)} rows, the manifest says {digest['rows']}")
+        for key in keys:
+            if key in seen:
+                problems.append(f"key {key!r} is in shard {seen[key]} and shard {shard}")
+            seen[key] = shard
+    if run.fs.isfile(run.path(INDEX)):
+        index_keys = run.index().column("key").to_pylist()
+        if sorted(index_keys) != sorted(seen) or len(index_keys) != len(set(index_keys)):
+            problems.append(f"{INDEX}: {len(index_keys)} rows do not match the shards' {len(seen)} samples one to one")
+    elif manifest.get("status") == "complete":
+        problems.append(f"{INDEX}: missing")
+    counts = manifest.get("counts") or {}
+    if "samples" in counts and counts["samples"] != len(seen):
+        problems.append(f"{MANIFEST}: counts {counts['samples']} samples, the shards hold {len(seen)}")
+    if isinstance(manifest.get("samples"), int) and listed and manifest["samples"] != len(seen):
+        problems.append(f"{MANIFEST}: the prompt set has {manifest['samples']} samples, the shards hold {len(seen)}")
+    return problems

@@ -4,7 +4,8 @@ Layout of OUT (any fsspec URL):
     shard-00000.tar ...   KEY.png|jpg|webp, KEY.json, KEY.txt, KEY.dns.png per sample
     index/shard-00000.parquet ...   one row per sample of the shard (failed samples too)
     index.parquet         all rows, rebuilt at the end of every run
-    manifest.json         config, prompt-set digest, shard plan, versions, counts
+    manifest.json         config, prompt-set digest, shard plan, versions, counts, each shard's
+                          sha256, size and sample count (`python jobs/verify.py OUT` checks them)
 A file appears under its final name only once it is whole (`dnp_batch.fileio.WholeFiles`: temp
 name under `_tmp/`, then a move), and a shard counts as done only when its tar exists, so readers
 never see half a shard. `dnp_batch.runs` names these files and reads a run back.
@@ -12,6 +13,7 @@ never see half a shard. `dnp_batch.runs` names these files and reads a run back.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -21,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .fileio import TMP, WholeFiles, resolve
-from .runs import INDEX, MANIFEST, SHARDS, Run
+from .runs import DIGEST_KEY, INDEX, MANIFEST, SHARDS, Run, shard_digest
 
 INDEX_COLUMNS = ("key", "shard", "status", "error", "prompt", "seed", "method", "clip_score", "record")
 
@@ -131,25 +133,34 @@ class ShardSink:
 
     def write_shard(self, shard: int, items: list[dict], image_ext: str) -> None:
         """`items`: dicts with key, record, and for successes image (bytes), dns_image (bytes|None);
-        failures carry `error` instead. Writes the shard's index, then its tar."""
+        failures carry `error` instead. Writes the shard's index (whose Parquet metadata holds the
+        tar's sha256, size and sample count, see `runs.shard_digest`), then its tar."""
+        tar = shard_tar(items, image_ext)
+        digest = {"sha256": hashlib.sha256(tar).hexdigest(), "size": len(tar),
+                  "samples": sum(1 for item in items if not item.get("error"))}
         rows = [index_row(shard, item) for item in items]
-        table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
+        table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA).replace_schema_metadata(
+            {DIGEST_KEY: json.dumps(digest, sort_keys=True)})
         buf = io.BytesIO()
         pq.write_table(table, buf)
         self.put(f"index/shard-{shard:05d}.parquet", buf.getvalue())
-        self.put(self.shard_name(shard), shard_tar(items, image_ext))
+        self.put(self.shard_name(shard), tar)
 
-    def write_index(self) -> pa.Table:
-        """Concatenate the per-shard indexes of all done shards into `index.parquet`."""
-        tables = []
+    def write_index(self) -> tuple[pa.Table, list[dict]]:
+        """Concatenate the per-shard indexes of all done shards into `index.parquet`; returns it and
+        each shard's digest (for the manifest)."""
+        tables, digests = [], []
         for shard in sorted(self.done_shards()):
             with self.fs.open(self.path("index", f"shard-{shard:05d}.parquet"), "rb") as f:
-                tables.append(pq.read_table(f))
+                table = pq.read_table(f)
+            digests.append({"shard": shard, "name": self.shard_name(shard), "rows": table.num_rows,
+                            **shard_digest(table)})
+            tables.append(table.replace_schema_metadata(None))
         table = pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
         buf = io.BytesIO()
         pq.write_table(table, buf)
         self.put(INDEX, buf.getvalue())
-        return table
+        return table, digests
 
     def finish(self) -> None:
         """Remove the temp area once a run is over."""
