@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 from collections.abc import Iterator
@@ -93,13 +94,45 @@ def _from_pretrained(source: str, dtype: torch.dtype) -> DiffusionPipeline:
 
 
 def check_pipeline_source(id_or_dir: str | os.PathLike) -> None:
-    """Cheap check before any load: an existing local path must be a diffusers pipeline dir."""
+    """Cheap check before any load: an existing local path must be a diffusers pipeline dir whose
+    weights are safetensors (pickled `.bin` weights are never loaded: they can run code)."""
     path = Path(id_or_dir).expanduser()
-    if path.exists() and not (path / "model_index.json").is_file():
+    if not path.exists():
+        return
+    if not (path / "model_index.json").is_file():
         raise ValueError(
             f"{path} is not a diffusers pipeline directory (no model_index.json); "
             "build a tiny one with `python -m dnp_batch.tiny --kind sdxl --out DIR`"
         )
+    for component in sorted(p for p in path.iterdir() if p.is_dir()):
+        if any(component.glob("*.bin")) and not any(component.glob("*.safetensors")):
+            raise ValueError(
+                f"{component} holds only pickled .bin weights; dnp_batch loads safetensors only (a pickle can "
+                "run code): convert them, e.g. load once where you trust the file and save_pretrained(..., "
+                "safe_serialization=True)"
+            )
+
+
+DIGEST_LIMIT = 2 * 1024**3  # local model dirs up to this size get a content digest in every record
+
+
+def model_digest(source: str) -> str | None:
+    """A local model directory's content digest (sha256 over every file's relative path and bytes,
+    in path order), so a record names exactly the weights that made it; None for a hub id or a dir
+    over `DIGEST_LIMIT` (its hub revision or path stands for it)."""
+    path = Path(source)
+    if not path.is_dir():
+        return None
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    if sum(p.stat().st_size for p in files) > DIGEST_LIMIT:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()
 
 
 def library_versions() -> dict[str, str]:

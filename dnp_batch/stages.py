@@ -13,6 +13,7 @@ from __future__ import annotations
 import pickle
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -21,7 +22,7 @@ from . import api, methods
 from .captioner import Captioner, check_captioner_source
 from .config import JobConfig, StageResources
 from .models import (JUDGE_CAPTIONER, SCHEDULERS, TINY_MODELS, TOY_MODEL, check_pipeline_source, library_versions,
-                     load_pipeline, model_revision, resolve_model)
+                     load_pipeline, model_digest, model_revision, resolve_model)
 from .prompts import Sample
 from .scoring import ClipScorer, check_clip_source
 from .sink import ShardSink, encode_image
@@ -151,6 +152,8 @@ class _Stage:
             source = resolve_model(cfg.model)
             pipe = load_pipeline(source, dtype=cfg.dtype, device=self.device)
             info = {"model": cfg.model, "model_revision": model_revision(source), "versions": library_versions()}
+            if Path(source).is_dir():  # a local dir, toy-shapes or tiny-*: where it was, and exactly what
+                info.update(model_path=str(Path(source).absolute()), model_digest=model_digest(source))
             self._pipes[key] = (pipe, pipe.scheduler, info)
         pipe, native_scheduler, _ = self._pipes[key]
         pipe.scheduler = native_scheduler if cfg.scheduler is None else \

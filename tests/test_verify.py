@@ -63,3 +63,28 @@ def test_missing_shard_and_unfinished_run(run_dir, capsys):
     assert "shard-00001.tar: missing" in out and "status 'running'" in out
     assert verify(run_dir.parent / "nothing") == 1
     assert "no manifest.json" in capsys.readouterr().out
+
+
+def test_models_load_from_safetensors_only(tmp_path, tiny_sd_dir):
+    """A pipeline dir whose weights are only pickled .bin files is refused before any load."""
+    import shutil
+
+    from dnp_batch import load_pipeline
+
+    bad = tmp_path / "pickled"
+    shutil.copytree(tiny_sd_dir, bad)
+    weights = bad / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.rename(weights.with_suffix(".bin"))
+    with pytest.raises(ValueError, match=r"unet holds only pickled \.bin weights; dnp_batch loads safetensors only"):
+        load_pipeline(bad)
+
+
+def test_every_record_names_the_exact_local_model(run_dir):
+    """tiny-* and toy-shapes records carry the resolved path and a content digest of the model dir,
+    so a sample can be replayed from its record alone."""
+    from dnp_batch.models import model_digest, resolve_model
+
+    rec = next(iter(read_run(run_dir).values()))["json"]
+    rec = json.loads(rec)
+    assert rec["model"] == "tiny-sd" and rec["model_path"] == resolve_model("tiny-sd")
+    assert rec["model_digest"] == model_digest(rec["model_path"]) and rec["model_digest"].startswith("sha256:")
