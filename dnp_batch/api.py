@@ -193,7 +193,11 @@ def generate(
             z = run.method.sample(run, step)
         else:
             z = run.method.from_captions(run, step, list(captions[chunk]))
-        images = sampler.decode(pipe, z, output_type)
+        finite: list[bool] = []
+        images = sampler.decode(pipe, z, output_type, finite)
+        for extra, ok in zip(step.extras, finite):
+            if not ok:
+                extra["nonfinite"] = True  # NaN or inf in its latents or image: the image is not to be kept
         seconds = (time.perf_counter() - t0) / len(step.extras)
         outputs.append(images)
         dns_images.extend(step.dns_images or [])

@@ -316,8 +316,17 @@ def initial_latents(pipe, scheduler, generators, height, width, dtype) -> torch.
     return z * scheduler.init_noise_sigma
 
 
-def decode(pipe, latents: torch.Tensor, output_type: str = "pil"):
-    """Latents -> images exactly as the pipeline's own tail (VAE upcast, safety checker, watermark)."""
+def finite_rows(x: torch.Tensor) -> list[bool]:
+    """Per sample: no NaN or inf anywhere in its row of `x`."""
+    return torch.isfinite(x.float()).flatten(1).all(1).tolist()
+
+
+def decode(pipe, latents: torch.Tensor, output_type: str = "pil", finite: list | None = None):
+    """Latents -> images exactly as the pipeline's own tail (VAE upcast, safety checker, watermark).
+    `finite`, a list, receives per sample whether its latents and decoded image are free of NaN and
+    inf (the fp16 SDXL VAE's classic failure would otherwise become a black image)."""
+    if finite is not None:
+        finite[:] = finite_rows(latents)
     if output_type == "latent":
         return latents
     vae = pipe.vae
@@ -333,6 +342,8 @@ def decode(pipe, latents: torch.Tensor, output_type: str = "pil"):
     else:
         latents = latents / vae.config.scaling_factor
     image = vae.decode(latents, return_dict=False)[0]
+    if finite is not None:
+        finite[:] = [a and b for a, b in zip(finite, finite_rows(image))]
     if upcast:
         vae.to(torch.float16)
     do_denormalize = None

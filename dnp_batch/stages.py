@@ -223,18 +223,40 @@ class GenerationStage(_Stage):
     def process(self, cfg, samples, items):
         if "dns_caption" in methods.get(cfg.method).stages:  # phase two of a two-stage method
             c = cfg.captioner
-            out = self.generate(cfg, samples, captions=[item["caption"] for item in items],
-                                captioner={"model": c.model, "max_new_tokens": c.max_new_tokens, "prompt": c.prompt})
+            out = self.generate_finite(cfg, samples, captions=[item["caption"] for item in items],
+                                       captioner={"model": c.model, "max_new_tokens": c.max_new_tokens,
+                                                  "prompt": c.prompt})
             for item, s, image, rec in zip(items, samples, out.images, out.records):
                 item["image"] = image
                 item["record"] = {**rec, **self.model_info(cfg), "metadata": s.metadata, "status": "ok",
                                   "nfe": rec["nfe"] + item["dns_nfe"], "seconds": rec["seconds"] + item["dns_seconds"]}
             return
-        out = self.generate(cfg, samples, captioner=self.captioner(cfg) if self.captions_here(cfg) else None)
+        out = self.generate_finite(cfg, samples, captioner=self.captioner(cfg) if self.captions_here(cfg) else None)
         dns_images = out.dns_images or [None] * len(samples)
         for item, s, image, dns, rec in zip(items, samples, out.images, dns_images, out.records):
             item.update(image=image, dns_image=dns)
             item["record"] = {**rec, **self.model_info(cfg), "metadata": s.metadata, "status": "ok"}
+
+    def generate_finite(self, cfg, samples, **kw) -> api.GenerateResult:
+        """`generate`, never keeping a NaN/inf sample: such samples run again in float32 (once),
+        and a sample still non-finite fails (run_isolated records why) instead of becoming black."""
+        out = self.generate(cfg, samples, **kw)
+        bad = [j for j, rec in enumerate(out.records) if rec.get("nonfinite")]
+        if bad and cfg.dtype != "float32":
+            precise = cfg.model_copy(update={"dtype": "float32"})
+            again = self.generate(precise, [samples[j] for j in bad], **{
+                k: [v[j] for j in bad] if k == "captions" else v for k, v in kw.items()})
+            for n, j in enumerate(bad):
+                out.images[j] = again.images[n]
+                out.records[j] = {**again.records[n], "precision_retry": f"NaN/inf in {cfg.dtype}: made again in float32"}
+                if out.dns_images and again.dns_images:
+                    out.dns_images[j] = again.dns_images[n]
+        still = [samples[j].key for j, rec in enumerate(out.records) if rec.get("nonfinite")]
+        if still:
+            tried = cfg.dtype if cfg.dtype == "float32" else f"{cfg.dtype} and again in float32"
+            raise FloatingPointError(f"non-finite values (NaN/inf) in the latents or image of {', '.join(still)} "
+                                     f"({tried}); not written")
+        return out
 
 
 class ScoringStage(_Stage):

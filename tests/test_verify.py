@@ -88,3 +88,50 @@ def test_every_record_names_the_exact_local_model(run_dir):
     rec = json.loads(rec)
     assert rec["model"] == "tiny-sd" and rec["model_path"] == resolve_model("tiny-sd")
     assert rec["model_digest"] == model_digest(rec["model_path"]) and rec["model_digest"].startswith("sha256:")
+
+
+def _poison_decoder(monkeypatch, dtypes):
+    """Loaded pipelines of these dtypes decode NaN for the first sample of every batch."""
+    from dnp_batch import stages
+
+    real = stages.load_pipeline
+
+    def load(source, dtype="float32", device="cpu", **kw):
+        pipe = real(source, dtype=dtype, device=device, **kw)
+        if dtype in dtypes:
+            def hook(module, args, output):
+                output[0] = float("nan")
+                return output
+            pipe.vae.decoder.register_forward_hook(hook)
+        return pipe
+
+    monkeypatch.setattr(stages, "load_pipeline", load)
+
+
+def test_nan_images_are_retried_in_float32_never_written_black(tmp_path, monkeypatch):
+    _poison_decoder(monkeypatch, {"bfloat16"})
+    out = tmp_path / "o"
+    assert run_job("--prompts", PROMPTS, "--config", FAST, "--method", "cfg", "--set", "steps=2",
+                   "--set", "dtype=bfloat16", "--out", out) == 0
+    recs = {k: json.loads(v["json"]) for k, v in read_run(out).items()}
+    retried = [r for r in recs.values() if "precision_retry" in r]
+    assert len(recs) == 4 and len(retried) == 1 and retried[0]["dtype"] == "float32"
+    assert all(r["dtype"] == "bfloat16" for r in recs.values() if r not in retried)
+    from PIL import Image
+    import io
+    import numpy as np
+    for files in read_run(out).values():
+        assert np.asarray(Image.open(io.BytesIO(files["png"]))).max() > 0  # no black image
+
+
+def test_a_sample_still_nan_in_float32_is_marked_failed_with_the_reason(tmp_path, monkeypatch):
+    _poison_decoder(monkeypatch, {"bfloat16", "float32"})
+    prompts = tmp_path / "one.txt"
+    prompts.write_text("a red cube\n")
+    out = tmp_path / "o"
+    assert run_job("--prompts", prompts, "--config", FAST, "--method", "cfg", "--set", "steps=2",
+                   "--set", "dtype=bfloat16", "--out", out) == 0
+    from jobutil import index
+    (row,) = index(out)
+    assert row["status"] == "failed" and "non-finite values (NaN/inf)" in row["error"]
+    assert "bfloat16 and again in float32" in row["error"] and read_run(out) == {}
