@@ -24,6 +24,8 @@ import pyarrow.parquet as pq
 _KEY_OK = re.compile(r"^[A-Za-z0-9_-]+$")  # WebDataset keys: no dots, no slashes
 _DIGITS = re.compile(r"[0-9]+")  # not str.isdigit: it takes '²', which int() refuses
 FORMATS = (".jsonl", ".txt", ".csv", ".tsv", ".parquet")
+MAX_PROMPT_CHARS = 10_000  # far past any text encoder's window (77 tokens): a longer "prompt" is a broken row
+MAX_SEED = 2**63 - 1  # seeds are torch generator seeds and Parquet int64s
 # Where the prompt lives, first match wins: ours, PartiPrompts' TSV, DrawBench's CSV (both spellings),
 # then common caption-dataset names.
 PROMPT_COLUMNS = ("prompt", "Prompt", "prompts", "Prompts", "text", "caption")
@@ -91,12 +93,12 @@ class Samples(list):
     folded: int = 0
 
 
-def expand_samples(rows: list[dict], seeds: int | list[int]) -> Samples:
+def expand_samples(rows: list[dict], seeds: int | list[int], source=None) -> Samples:
     """One sample per (row, seed): the row's own `seed` if it has one, else each of `seeds` (a count N
     means 0..N-1). Keys are `{id}_{seed}`, id = the row's `id` or `prompt_id(prompt)`. A sample
     identical to an earlier one (same key, prompt, negative prompt and seed: real prompt sets repeat
     captions) is folded into it, keeping the first row's id and metadata (`.folded` counts them);
-    the same key for different content is an error."""
+    the same key for different content is an error (naming `source`, the prompts file, if given)."""
     default_seeds = _seed_list(seeds)
     samples, first_of = Samples(), {}
     for n, row in enumerate(rows, start=1):
@@ -109,7 +111,8 @@ def expand_samples(rows: list[dict], seeds: int | list[int]) -> Samples:
                 if (sample.prompt, sample.negative_prompt) == (row["prompt"], row.get("negative_prompt")):
                     samples.folded += 1
                     continue
-                raise ValueError(f"duplicate sample {key!r} (prompts #{first} and #{n}) with different content: "
+                where = f"prompts file {source}: " if source is not None else ""
+                raise ValueError(f"{where}duplicate sample {key!r} (prompts #{first} and #{n}) with different content: "
                                  f"prompt ids must be unique; give rows with the same text distinct ids")
             metadata = dict(row.get("metadata") or {})
             sample = Sample(key, row["prompt"], seed, row.get("negative_prompt"), metadata)
@@ -224,7 +227,12 @@ def _row(raw: dict, prompt_key: str, where: str, blank_is_absent: bool) -> dict:
     if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
         raise ValueError(f"{where}: the prompt is empty; give every row a prompt or delete the row")
     if not isinstance(prompt, str):
-        raise ValueError(f"{where}: the prompt must be text, got {prompt!r}")
+        raise ValueError(f"{where}: the prompt must be text, got {prompt!r:.80}")
+    if "\x00" in prompt:
+        raise ValueError(f"{where}: the prompt holds a NUL byte; the file is binary or corrupted")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ValueError(f"{where}: the prompt has {len(prompt):,} characters (at most {MAX_PROMPT_CHARS:,}); "
+                         "a broken row? (text encoders read 77 tokens)")
     row = {"prompt": prompt}
     if "id" in present:
         row["id"] = _check_id(str(_plain(present.pop("id"))), where)
@@ -261,13 +269,16 @@ def _plain(value):
 
 
 def _seed(value, where: str) -> int:
+    seed = None
     if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
-        return int(value.strip())
-    if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value)
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0:
-        return int(value)
-    raise ValueError(f"{where}: seed must be a non-negative integer, got {value!r}")
+        seed = int(value.strip())
+    elif isinstance(value, float) and value.is_integer() and value >= 0:
+        seed = int(value)
+    elif isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0:
+        seed = int(value)
+    if seed is None or seed > MAX_SEED:
+        raise ValueError(f"{where}: seed must be a non-negative integer below 2^63, got {value!r:.40}")
+    return seed
 
 
 def _seed_list(seeds) -> list[int]:

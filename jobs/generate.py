@@ -18,15 +18,22 @@ import json
 import sys
 
 from dnp_batch import methods
+from dnp_batch.cli import ArgumentParser
 from dnp_batch.config import load_config
 from dnp_batch.dag import run_ray
 from dnp_batch.job import run, run_local
-from dnp_batch.prompts import expand_samples, folded_note, parse_seeds, read_negatives, read_prompts
+from dnp_batch.prompts import (
+    expand_samples,
+    folded_note,
+    parse_seeds,
+    read_negatives,
+    read_prompts,
+)
 from dnp_batch.sink import ShardSink
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prompts", required=True, help="JSONL, TXT, CSV/TSV (PartiPrompts, DrawBench) or Parquet")
     p.add_argument("--out", required=True, help="output directory or fsspec URL (memory://, s3://, gs://)")
     p.add_argument("--config", help="YAML config (see configs/); default: built-in tiny-model defaults")
@@ -53,7 +60,7 @@ def main(argv=None) -> int:
         cfg = load_config(args.config, sets=args.set, method=method, seeds=args.seeds, output=output)
         if args.negatives and cfg.method != human_dnp:
             raise ValueError(f"--negatives is for method {human_dnp} (human DNP phase two), not {cfg.method!r}")
-        samples = expand_samples(read_prompts(args.prompts), cfg.seeds)
+        samples = expand_samples(read_prompts(args.prompts), cfg.seeds, args.prompts)
         if note := folded_note(samples):
             print(note, file=sys.stderr)
         if args.negatives:

@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dnp_batch.cli import ArgumentParser
 from dnp_batch.pairs import SCORERS, build_pairs, get_scorer, resolve_runs, write_pairs
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--runs", nargs="+", metavar="DIR", help="two or more run directories (jobs/generate.py --out)")
     src.add_argument("--sweep", metavar="DIR", help="a sweep directory (sweep.json + points/)")

@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dnp_batch.cli import ArgumentParser
 from dnp_batch.report import write_report
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", help="a run or sweep directory (local path)")
     p.add_argument("--report-dir", help="where the HTML report goes (default OUT/report)")
     return p.parse_args(argv)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dnp_batch.cli import ArgumentParser
 from dnp_batch.dag import run_ray
 from dnp_batch.job import Point, run_local, run_points
 from dnp_batch.prompts import expand_samples, folded_note, read_prompts
@@ -23,7 +24,7 @@ from dnp_batch.sweep import load_sweep
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sweep", required=True, help="sweep YAML (see configs/sweeps/)")
     p.add_argument("--prompts", required=True, help="JSONL, TXT, CSV/TSV or Parquet prompt set")
     p.add_argument("--out", required=True, help="output directory or fsspec URL")
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         name, baseline, specs = load_sweep(args.sweep)
-        samples = expand_samples(read_prompts(args.prompts), specs[0][1].seeds)
+        samples = expand_samples(read_prompts(args.prompts), specs[0][1].seeds, args.prompts)
         if note := folded_note(samples):
             print(note, file=sys.stderr)
         out = args.out.rstrip("/")

@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dnp_batch.cli import ArgumentParser
 from dnp_batch.runs import Run, is_sweep, sweep_points, verify_run
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", help="a run or sweep directory or URL")
     args = p.parse_args(argv)
     try:
