@@ -75,6 +75,10 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the output failed mid-run (full disk, lost bucket): finished shards are kept
+        print(f"error: writing to --out {args.out} failed: {e}; fix the storage and rerun the same command "
+              "(it resumes)", file=sys.stderr)
+        return 1
     print(f"{cfg.method}: {summary.line(cfg.method)} -> {args.out}")
     return 0
 

@@ -2,7 +2,11 @@
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 # Before diffusers/huggingface_hub are imported: they read these at import time.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -58,3 +62,27 @@ def ray_env():
                RAY_USAGE_STATS_ENABLED="0")
     yield env
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def live_head(ray_env, tmp_path):
+    """`ray start --head` on loopback with its files in a temp dir; stopped and cleaned up after."""
+    env = {**ray_env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{ray_env['PATH']}"}
+    temp_dir = Path(ray_env["RAY_TMPDIR"]) / "head"
+    dashboard = free_port()
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    subprocess.run([ray_cli, "start", "--head", f"--port={free_port()}", f"--dashboard-port={dashboard}",
+                    "--num-cpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+                   env=env, check=True, capture_output=True, timeout=120)
+    try:
+        yield env, f"http://127.0.0.1:{dashboard}"
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        (temp_dir / "ray_current_cluster").unlink(missing_ok=True)  # else the next ray.init joins a dead cluster
+        shutil.rmtree(temp_dir, ignore_errors=True)

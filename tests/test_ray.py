@@ -1,14 +1,10 @@
 """The job on real Ray clusters: `ray job submit` to a live head on loopback, and the DAG on a
 simulated three-node cluster, which must give the in-process run's bytes."""
 
-import os
-import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import ray
 from ray.cluster_utils import Cluster
 
@@ -17,30 +13,6 @@ from dnp_batch.dag import run_ray
 from dnp_batch.job import run, run_local
 from dnp_batch.prompts import expand_samples, read_prompts
 from jobutil import EXAMPLE_KEYS, FAST, JOB, PROMPTS, read_run
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def live_head(ray_env, tmp_path):
-    """`ray start --head` on loopback with its files in a temp dir; stopped and cleaned up after."""
-    env = {**ray_env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{ray_env['PATH']}"}
-    temp_dir = Path(ray_env["RAY_TMPDIR"]) / "head"
-    dashboard = free_port()
-    ray_cli = str(Path(sys.executable).parent / "ray")
-    subprocess.run([ray_cli, "start", "--head", f"--port={free_port()}", f"--dashboard-port={dashboard}",
-                    "--num-cpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
-                   env=env, check=True, capture_output=True, timeout=120)
-    try:
-        yield env, f"http://127.0.0.1:{dashboard}"
-    finally:
-        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
-        (temp_dir / "ray_current_cluster").unlink(missing_ok=True)  # else the next ray.init joins a dead cluster
-        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_ray_job_submit_runs_the_job_on_a_live_cluster(live_head, tmp_path):
