@@ -31,12 +31,13 @@ def test_every_other_bash_command_runs(tmp_path, ray_env):
     for block in blocks("bash")[1:]:
         for line in block.strip().splitlines():
             assert line.startswith(("python jobs/generate.py ", "python jobs/sweep.py ", "python jobs/report.py ",
-                                    "python jobs/pairs.py ")), f"no test runs this README command: {line}"
+                                    "python jobs/pairs.py ", "python jobs/verify.py ")), \
+                f"no test runs this README command: {line}"
             cmd = re.sub(r"\b(out-[a-z]+)/", lambda m: f"{tmp_path / m.group(1)}/", line)
             cmd = cmd.replace("python ", f"{sys.executable} ", 1)
             proc = subprocess.run(cmd, shell=True, cwd=REPO, capture_output=True, text=True, timeout=600, env=ray_env)
             assert proc.returncode == 0, (line, proc.stderr[-3000:])
-    assert len(read_run(tmp_path / "out-sd")) == 8
+    assert len(read_run(tmp_path / "out-sd")) == 8  # and jobs/verify.py found it whole (exit 0)
     assert all("dns.png" in files for files in read_run(tmp_path / "out-auto").values())
     assert len(read_run(tmp_path / "out-dnp")) == 4
     assert (tmp_path / "out-sweep" / "report" / "index.html").exists()
