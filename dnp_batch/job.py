@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+from tqdm.auto import tqdm
+
 from .config import JobConfig
 from .models import library_versions
 from .prompts import Sample
@@ -55,6 +57,8 @@ class Summary:
     skipped_shards: int = 0
     seconds: float = 0.0
     clip_scores: list[float] = field(default_factory=list)
+    startup: float = 0.0  # until the first shard came back (Ray, actors, model loads, that shard)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # busy time per stage, summed over shards
 
     def line(self, method: str) -> str:
         rate = self.samples / self.seconds if self.seconds else 0.0
@@ -62,6 +66,36 @@ class Summary:
         resumed = f" ({self.skipped_shards} already done)" if self.skipped_shards else ""
         return (f"{self.samples} samples ({self.failed} failed) in {self.shards} shards{resumed}, "
                 f"{self.seconds:.1f} s, {rate:.2f} samples/s{clip}")
+
+    def time_line(self) -> str:
+        """Where the time went: the first shard's latency (start-up: Ray, actors, model loads), then
+        each stage's busy seconds summed over shards (under Ray the stages overlap)."""
+        stages = ", ".join(f"{name} {sec:.1f} s" for name, sec in self.stage_seconds.items())
+        return (f"time: first shard after {self.startup:.1f} s (start-up included)"
+                + (f"; busy per stage: {stages}" if stages else ""))
+
+
+class Progress:
+    """Samples done, samples/s and ETA: a tqdm bar on a terminal, else one line per shard (Ray logs)."""
+
+    def __init__(self, total: int, log):
+        self.total, self.done, self.log, self.t0 = total, 0, log, time.perf_counter()
+        self.bar = tqdm(total=total, unit="sample", file=sys.stderr, disable=not sys.stderr.isatty(),
+                        dynamic_ncols=True, smoothing=0.1)
+
+    def update(self, n: int, text: str, failed: int) -> None:
+        self.done += n
+        self.bar.update(n)
+        self.bar.set_postfix(failed=failed, refresh=False)
+        if self.bar.disable:
+            elapsed = time.perf_counter() - self.t0
+            rate = self.done / elapsed if elapsed else 0.0
+            eta = (self.total - self.done) / rate if rate else 0.0
+            self.log(f"{text} ({self.done}/{self.total} samples this run, {failed} failed, {rate:.2f} samples/s, "
+                     f"ETA {int(eta) // 60}:{int(eta) % 60:02d})")
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 @dataclass
@@ -110,7 +144,7 @@ def run_points(points: list[Point], samples: list[Sample], distributor: Callable
     t0 = time.perf_counter()
     for point in points:
         prepare(point, samples, resume, overwrite)
-    rows, by_out = [], {}
+    rows, by_out, todo_samples = [], {}, 0
     for point in points:
         if overwrite:
             point.sink.clear()
@@ -127,28 +161,36 @@ def run_points(points: list[Point], samples: list[Sample], distributor: Callable
         point.existed = point.sink.fs.exists(point.sink.root)
         point.sink.write_manifest({**point.manifest, "status": "running"})
         rows += [new_row(shard, point.cfg, point.out, s) for shard, s in todo]
+        todo_samples += sum(len(s) for _, s in todo)
         by_out[point.out] = point
     cfgs = [p.cfg for p in points]
     specs = build_stages(cfgs)
     # A local or in-memory --out is this machine's: the driver writes it. Shared storage (s3://,
     # gs://, ...) is written by the write stage's workers, in parallel.
     writer = WriteStage(cfgs) if all(p.sink.is_local for p in points) else None
-    written = 0
+    progress = Progress(todo_samples, log)
+    t_run = time.perf_counter()
     try:
         for row in distributor(specs[:-1] if writer else specs, rows, cfgs):
             if writer is not None:
                 row = writer(row)
             point = by_out[row["out"]]
-            point.summary.samples += row["samples"]
-            point.summary.failed += row["failed"]
-            point.summary.clip_scores += list(row["clip_scores"])
-            written += row["samples"]
-            log(f"{point.name}: shard {row['shard']:05d} written ({written} samples this run, "
-                f"{sum(p.summary.failed for p in points)} failed)")
+            summary = point.summary
+            if not (summary.startup or summary.samples):
+                summary.startup = time.perf_counter() - t_run
+            summary.samples += row["samples"]
+            summary.failed += row["failed"]
+            summary.clip_scores += list(row["clip_scores"])
+            for stage, sec in json.loads(row.get("timings") or "{}").items():
+                summary.stage_seconds[stage] = summary.stage_seconds.get(stage, 0.0) + sec
+            progress.update(row["samples"], f"{point.name}: shard {row['shard']:05d} written",
+                            sum(p.summary.failed for p in points))
     except BaseException:
         for point in points:
             point.sink.remove_if_unstarted(point.existed)  # e.g. a model that fails to load: leave no trace
         raise
+    finally:
+        progress.close()
     for point in points:
         index, digests = point.sink.write_index()
         point.summary.seconds = time.perf_counter() - t0

@@ -10,7 +10,9 @@ and skipped by later stages, and the rest of the shard goes on.
 
 from __future__ import annotations
 
+import json
 import pickle
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,8 +70,16 @@ def check_sources(cfg: JobConfig) -> None:
         check_clip_source(cfg.clip.model, cfg.clip.pretrained)
 
 
-def pack(shard: int, cfg: JobConfig, out: str, samples: list[Sample], items: list[dict]) -> dict:
-    return {"shard": shard, "payload": pickle.dumps((cfg, out, samples, items))}
+def pack(shard: int, cfg: JobConfig, out: str, samples: list[Sample], items: list[dict], timings: str = "{}") -> dict:
+    """A shard row; `timings` (JSON) is each stage's busy seconds on it so far."""
+    return {"shard": shard, "payload": pickle.dumps((cfg, out, samples, items)), "timings": timings}
+
+
+def add_timing(row: dict, stage: str, seconds: float) -> str:
+    """The row's timings with this stage's seconds added."""
+    timings = json.loads(row.get("timings") or "{}")
+    timings[stage] = timings.get(stage, 0.0) + seconds
+    return json.dumps(timings)
 
 
 def unpack(row: dict) -> tuple[int, JobConfig, str, list[Sample], list[dict]]:
@@ -121,12 +131,15 @@ class _Stage:
     def applies(self, cfg: JobConfig) -> bool:
         return True
 
+    name = "stage"  # in timings and logs
+
     def __call__(self, row: dict) -> dict:
+        t0 = time.perf_counter()
         shard, cfg, out, samples, items = unpack(row)
         if self.applies(cfg):
             self.prepare(cfg)  # a config the models cannot run fails the job, not each sample
             run_isolated(cfg.batch_size, samples, items, lambda s, it: self.process(cfg, s, it), cfg.method)
-        return pack(shard, cfg, out, samples, items)
+        return pack(shard, cfg, out, samples, items, add_timing(row, self.name, time.perf_counter() - t0))
 
     def prepare(self, cfg: JobConfig) -> None:
         pass
@@ -179,6 +192,8 @@ class _Stage:
 class DnsCaptionStage(_Stage):
     """auto-DNP's phase one (§DNP steps 1-2): DNS chain, decode x⁻, caption it -> n*."""
 
+    name = "dns_caption"
+
     def __init__(self, cfgs: list[JobConfig]):
         super().__init__(cfgs)
         for cfg in filter(self.applies, cfgs):
@@ -203,6 +218,8 @@ class DnsCaptionStage(_Stage):
 
 class GenerationStage(_Stage):
     """The configured method; for auto-DNP, phase two with the captions of `DnsCaptionStage`."""
+
+    name = "generate"
 
     def __init__(self, cfgs: list[JobConfig]):
         super().__init__(cfgs)
@@ -264,6 +281,8 @@ class ScoringStage(_Stage):
     toy world also the exact judge's per-attribute verdict (`judge`, `dns_judge`) and the image-
     quality proxy (`quality`)."""
 
+    name = "score"
+
     def __init__(self, cfgs: list[JobConfig]):
         super().__init__(cfgs)
         self._scorers: dict[tuple, ClipScorer] = {}
@@ -309,7 +328,10 @@ class WriteStage:
     def __init__(self, cfgs: list[JobConfig]):
         self._sinks: dict[str, ShardSink] = {}
 
+    name = "write"
+
     def __call__(self, row: dict) -> dict:
+        t0 = time.perf_counter()
         shard, cfg, out, samples, items = unpack(row)
         fmt, quality = cfg.output.image_format, cfg.output.quality
         for item in items:
@@ -321,7 +343,8 @@ class WriteStage:
         sink.write_shard(shard, items, fmt)
         scores = [item["record"].get("clip_score") for item in items if not item.get("error")]
         return {"out": out, "shard": shard, "samples": len(items), "failed": sum(1 for i in items if i.get("error")),
-                "clip_scores": [s for s in scores if s is not None]}
+                "clip_scores": [s for s in scores if s is not None],
+                "timings": add_timing(row, self.name, time.perf_counter() - t0)}
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,7 @@ def main(argv=None) -> int:
               "(it resumes)", file=sys.stderr)
         return 1
     print(f"{cfg.method}: {summary.line(cfg.method)} -> {args.out}")
+    print(summary.time_line())
     return 0
 
 

@@ -52,7 +52,7 @@ def main(argv=None) -> int:
         run_points(points, samples, distributor, resume=args.resume, overwrite=args.overwrite)
         write_sweep(out, name, [{"name": n, "overrides": o, "dir": f"points/{n}"} for n, _, o in specs], baseline)
         for point in points:
-            print(f"{point.name}: {point.summary.line(point.cfg.method)}")
+            print(f"{point.name}: {point.summary.line(point.cfg.method)}; {point.summary.time_line()}")
         if {"file", "local"} & sink.protocols:
             print(f"report: {write_report(sink.root)}")
         else:
