@@ -85,6 +85,17 @@ class Captioner:
                     f"{str(id_or_dir)!r} is neither a local directory nor a loadable BLIP-2 model id: {err}"
                 ) from err
 
+    @classmethod
+    def from_loaded(cls, model: Blip2ForConditionalGeneration, processor: Blip2Processor, model_id: str = "loaded",
+                    max_new_tokens: int = 30, prompt: str | None = None) -> "Captioner":
+        """A captioner over a BLIP-2 already built in memory (e.g. the published architecture with
+        random weights, as `bench/gpu.py` measures it); dtype and device are the model's."""
+        self = cls.__new__(cls)
+        self.model_id, self.max_new_tokens, self.prompt = model_id, max_new_tokens, prompt
+        self.model, self.processor = model.eval(), processor
+        self.dtype, self.device = model.dtype, model.device
+        return self
+
     def _load(self, source: str) -> tuple[Blip2ForConditionalGeneration, Blip2Processor]:
         with quiet_progress_bars():
             model = Blip2ForConditionalGeneration.from_pretrained(

@@ -54,3 +54,19 @@ def test_fidelity_study_quick_slice_runs_end_to_end(tmp_path):
     for plot in ("adherence_vs_w.png", "adherence_vs_nfe.png", "quality_vs_adherence.png"):
         assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG"
     assert "| variant | w | NFE | all-correct |" in (tmp_path / "summary.md").read_text()
+
+
+def test_gpu_bench_smoke_runs_on_the_cpu(tmp_path):
+    """bench/gpu.py --smoke: every measurement of the full-size GPU bench, on the tiny twins."""
+    import json
+
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run([sys.executable, "bench/gpu.py", "--smoke", "--json", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    names = {r["name"] for r in rows}
+    assert {"diffusers pipe() cfg", "dnp_batch cfg", "dnp_batch answer", "auto-dnp stage 1 (DNS + BLIP-2)",
+            "auto-dnp stage 2 (NP)", "cfg, channels-last UNet", "VAE decode, fp32 upcast (SDXL default)"} <= names
+    assert all(r["images_per_s"] > 0 for r in rows) and {r["batch"] for r in rows} == {1, 2}
+    assert all(r["ratio_to_bare"] > 0 for r in rows if r["name"].startswith("dnp_batch"))
