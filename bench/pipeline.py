@@ -29,7 +29,8 @@ peak memory when a long prompt file is streamed through Ray Data.
    rows are not read lazily from the file.
 
 Times are wall-clock, measured in this run on this machine; only the ratios measured in one run
-mean anything. Output lines are whitespace-separated: `throughput NAME RATE samples/s`,
+mean anything. The throughput part runs `--repeats` times (a fresh Ray job and bare loop each) and
+prints the median with the min and max: on a tiny model one run's ratio is noise. Output lines are whitespace-separated: `throughput NAME RATE samples/s`,
 `seconds NAME VALUE`, `ratio NAME VALUE` (`ratio memory HI/LO VALUE`), `memory N prompts` then
 `name value` pairs, and one `config` and one `note` line.
 """
@@ -42,6 +43,7 @@ import os
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -168,19 +170,28 @@ def throughput(args) -> None:
         resolve_model(cfg.clip.model)
     samples = _samples(args.samples)
     _quiet_ray_data()
-    job_rate, stage_rate = bench_ray_job(cfg, samples)
-    bare_rate, batched_rate = bench_bare(cfg, samples)
+    runs = []  # one dict of rates per repetition, each a fresh Ray job and bare loop
+    for _ in range(args.repeats):
+        job_rate, stage_rate = bench_ray_job(cfg, samples)
+        bare_rate, batched_rate = bench_bare(cfg, samples)
+        runs.append({"ray_job": job_rate, "ray_stage_generate": stage_rate, "bare_diffusers": bare_rate,
+                     "bare_diffusers_batched": batched_rate})
     shards = -(-len(samples) // cfg.output.samples_per_shard)
     print(f"config  {Path(args.config).name}  method {cfg.method}  steps {cfg.steps}  samples {len(samples)}  "
-          f"shards {shards}  batch_size {cfg.batch_size}  clip {'on' if cfg.clip.model else 'off'}")
-    print(f"throughput  ray_job  {job_rate:.3f} samples/s")
-    print(f"throughput  ray_stage_generate  {stage_rate:.3f} samples/s")
-    print(f"throughput  bare_diffusers  {bare_rate:.3f} samples/s")
-    print(f"throughput  bare_diffusers_batched  {batched_rate:.3f} samples/s")
-    print(f"ratio  ray_job/bare  {job_rate / bare_rate:.3f}")
-    print(f"ratio  ray_job/bare_batched  {job_rate / batched_rate:.3f}")
-    print(f"ratio  ray_stage_generate/bare_batched  {stage_rate / batched_rate:.3f}")
-    print(f"seconds  ray_job_startup_and_other  {len(samples) / job_rate - len(samples) / stage_rate:.2f}")
+          f"shards {shards}  batch_size {cfg.batch_size}  clip {'on' if cfg.clip.model else 'off'}  "
+          f"repeats {args.repeats}")
+
+    def spread(values) -> str:
+        return f"{statistics.median(values):.3f}  (min {min(values):.3f}, max {max(values):.3f})"
+
+    for name in runs[0]:
+        print(f"throughput  {name}  {spread([r[name] for r in runs])} samples/s")
+    for top, bottom in (("ray_job", "bare_diffusers"), ("ray_job", "bare_diffusers_batched"),
+                        ("ray_stage_generate", "bare_diffusers_batched")):
+        short = bottom.replace("_diffusers", "")
+        print(f"ratio  {top}/{short}  {spread([r[top] / r[bottom] for r in runs])}")
+    print(f"seconds  ray_job_startup_and_other  "
+          f"{spread([len(samples) / r['ray_job'] - len(samples) / r['ray_stage_generate'] for r in runs])}")
     sys.stdout.flush()
 
 
@@ -285,6 +296,7 @@ def main(argv=None) -> None:
     parser.add_argument("--samples", type=int, default=16, help="samples for the throughput part")
     parser.add_argument("--samples-per-shard", type=int, default=4, help="the job's shard size (default 4)")
     parser.add_argument("--clip", action="store_true", help="keep the config's CLIP scoring stage in the job")
+    parser.add_argument("--repeats", type=int, default=3, help="throughput repetitions: medians and spread")
     parser.add_argument("--prompt-counts", default="2000,20000", help="comma-separated prompt counts")
     parser.add_argument("--per-shard", type=int, default=100, help="samples per shard in the memory part")
     parser.add_argument("--skip-throughput", action="store_true", help=argparse.SUPPRESS)

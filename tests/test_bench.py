@@ -21,11 +21,15 @@ def test_nfe_bench_prints_measured_nfe_matching_the_formula():
 
 
 def test_pipeline_bench_prints_throughput_and_memory_ratios(ray_env):
-    proc = subprocess.run([sys.executable, "bench/pipeline.py", "--samples", "4", "--prompt-counts", "200,2000"],
-                          cwd=REPO, env=ray_env, capture_output=True, text=True, timeout=600)
+    import re
+
+    proc = subprocess.run([sys.executable, "bench/pipeline.py", "--samples", "4", "--prompt-counts", "200,2000",
+                           "--repeats", "2"], cwd=REPO, env=ray_env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    ratios = {" ".join(f[1:-1]): float(f[-1]) for f in (line.split() for line in proc.stdout.splitlines())
-              if f and f[0] == "ratio"}
+    # "ratio  NAME  MEDIAN  (min A, max B)" for throughput, "ratio  memory HI/LO  VALUE" for memory
+    ratios = {m[1]: float(m[2]) for m in (re.match(r"ratio\s+(.+?)\s+([0-9.]+)(?:\s+\(min .*\))?$", line)
+                                          for line in proc.stdout.splitlines()) if m}
+    assert "(min " in next(line for line in proc.stdout.splitlines() if line.startswith("ratio  ray_job/bare "))
     assert {"ray_job/bare", "memory 2000/200"} <= set(ratios), proc.stdout
     assert all(value > 0 for value in ratios.values()), ratios
     rates = [line.split() for line in proc.stdout.splitlines() if line.startswith("throughput")]
