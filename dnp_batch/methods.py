@@ -269,9 +269,14 @@ class Method:
         """What this method adds to every record besides the common fields."""
         return {"dns_guidance_scale": run.dns_guidance_scale} if self.uses_dns_scale else {}
 
-    def sample(self, run: Run, step: Step) -> torch.Tensor:
-        """The final latents of the batch (filling `step.extras` / `step.dns_images`)."""
+    def strategy(self, run: Run):
+        """The sampler strategy (`sampler.CFG`, ...) of a single-chain method."""
         raise NotImplementedError
+
+    def sample(self, run: Run, step: Step) -> torch.Tensor:
+        """The final latents of the batch (filling `step.extras` / `step.dns_images`): by default
+        one chain from z_T with `strategy`."""
+        return run.chain(step.denoise, self.strategy(run), step.pos, step.null, None, step.seeds, run.callback)
 
     def nfe(self, steps: int, settings: Settings | None = None) -> int:
         """UNet evaluations per sample (METHODS.md's formula)."""
@@ -283,9 +288,8 @@ class Cfg(Method):
 
     name = "cfg"
 
-    def sample(self, run, step):
-        strategy = sampler.CFG(run.guidance_scale, run.guidance_rescale)
-        return run.chain(step.denoise, strategy, step.pos, step.null, None, step.seeds, run.callback)
+    def strategy(self, run):
+        return sampler.CFG(run.guidance_scale, run.guidance_rescale)
 
 
 class Dns(Method):
@@ -295,9 +299,8 @@ class Dns(Method):
     uses_dns_scale = True
     writes_negatives_file = True
 
-    def sample(self, run, step):
-        strategy = sampler.DNS(run.dns_guidance_scale, run.guidance_rescale)
-        return run.chain(step.denoise, strategy, step.pos, step.null, None, step.seeds, run.callback)
+    def strategy(self, run):
+        return sampler.DNS(run.dns_guidance_scale, run.guidance_rescale)
 
 
 class NegativePrompt(Method):
@@ -430,11 +433,10 @@ class Answer(Method):
         answer = settings or AnswerConfig()
         return guidance.answer_nfe(steps, answer.schedule(steps), answer.negative_eps)
 
-    def sample(self, run, step):
+    def strategy(self, run):
         answer: AnswerConfig = run.setting()
-        strategy = sampler.Answer(run.guidance_scale, run.dns_guidance_scale, answer.schedule(run.steps),
-                                  answer.normalize, answer.negative_eps, run.guidance_rescale, answer.negative_scale)
-        return run.chain(step.denoise, strategy, step.pos, step.null, None, step.seeds, run.callback)
+        return sampler.Answer(run.guidance_scale, run.dns_guidance_scale, answer.schedule(run.steps),
+                              answer.normalize, answer.negative_eps, run.guidance_rescale, answer.negative_scale)
 
 
 class Apg(Method):
@@ -447,10 +449,9 @@ class Apg(Method):
     def record_fields(self, run):
         return {"apg": run.setting().model_dump()}
 
-    def sample(self, run, step):
+    def strategy(self, run):
         apg: ApgSettings = run.setting()
-        strategy = sampler.APG(run.guidance_scale, apg.eta, apg.norm_threshold, apg.momentum, run.guidance_rescale)
-        return run.chain(step.denoise, strategy, step.pos, step.null, None, step.seeds, run.callback)
+        return sampler.APG(run.guidance_scale, apg.eta, apg.norm_threshold, apg.momentum, run.guidance_rescale)
 
 
 REGISTRY: dict[str, Method] = {m.name: m for m in (Cfg(), NegativePrompt(), Dns(), HumanDnp(), AutoDnp(), Cnp(),

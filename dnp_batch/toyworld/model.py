@@ -191,39 +191,17 @@ TEXT_HIDDEN = 64
 # cross-attention at 8² only. "v2" adds cross-attention (and so self-attention) at 16², where two
 # objects of size 5–7 are a few pixels apart, and a wider 8² level; "v2-text4" also deepens the
 # text encoder (CLIP's causal mask means only tokens after "left of" know the relation).
+_ATTENTION_AT_16 = dict(  # 32², 16² and 8² levels; cross-attention (and self-attention) at 16² and 8²
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+)
 ARCHITECTURES: dict[str, dict] = {
-    "v1": dict(
-        unet=dict(
-            block_out_channels=(32, 64, 64),
-            down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),  # 32², 16², 8² (cross-attn)
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        ),
-        text_layers=3,
-    ),
-    "v2": dict(
-        unet=dict(
-            block_out_channels=(32, 64, 96),
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),  # 16², 8² attn
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        ),
-        text_layers=3,
-    ),
-    "v2-narrow": dict(
-        unet=dict(
-            block_out_channels=(32, 64, 64),
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        ),
-        text_layers=3,
-    ),
-    "v2-text4": dict(
-        unet=dict(
-            block_out_channels=(32, 64, 96),
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        ),
-        text_layers=4,
-    ),
+    "v1": dict(unet=dict(block_out_channels=(32, 64, 64),
+                         down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),  # attention at 8²
+                         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D")), text_layers=3),
+    "v2": dict(unet=dict(block_out_channels=(32, 64, 96), **_ATTENTION_AT_16), text_layers=3),
+    "v2-narrow": dict(unet=dict(block_out_channels=(32, 64, 64), **_ATTENTION_AT_16), text_layers=3),
+    "v2-text4": dict(unet=dict(block_out_channels=(32, 64, 96), **_ATTENTION_AT_16), text_layers=4),
 }
 
 
