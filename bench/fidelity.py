@@ -130,12 +130,6 @@ def run_jobs(jobs: list[tuple], model: str, workers: int) -> list[dict]:
 # ---- statistics ----------------------------------------------------------------------------------
 
 
-def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    from dnp_batch.toyworld.evaluate import wilson as _wilson
-
-    return _wilson(successes, n, z)
-
-
 def mcnemar_p(a: np.ndarray, b: np.ndarray) -> float:
     """Exact two-sided McNemar test of paired binary outcomes (binomial on the discordant pairs)."""
     from scipy.stats import binomtest
@@ -156,6 +150,8 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, seed: int = 0) -> tuple[float
 
 
 def point_summary(rows: list[dict]) -> dict:
+    from dnp_batch.toyworld.evaluate import wilson
+
     out = {"n": len(rows), "nfe": rows[0]["nfe"], "seconds_per_image": float(np.mean([r["seconds"] for r in rows]))}
     for attr in ATTRS:
         values = [r[attr] for r in rows if not math.isnan(r[attr])]

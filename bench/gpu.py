@@ -60,9 +60,9 @@ def sdxl_pipeline(device, dtype):
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from dnp_batch.tiny import SDXL_SCHEDULER_CONFIG, _tokenizer
+    from dnp_batch.tiny import SDXL_SCHEDULER_CONFIG, clip_tokenizer
 
-    tok = _tokenizer()
+    tok = clip_tokenizer()
     ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
     with torch.device(device):
@@ -71,7 +71,7 @@ def sdxl_pipeline(device, dtype):
         text_encoder = CLIPTextModel(CLIPTextConfig(**CLIP_L, **ids))
         text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_BIGG, **ids))
     pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tok,
-                                     tokenizer_2=_tokenizer(), unet=unet,
+                                     tokenizer_2=clip_tokenizer(), unet=unet,
                                      scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_CONFIG),
                                      force_zeros_for_empty_prompt=True, add_watermarker=False)
     pipe.register_to_config(_name_or_path="sdxl-base-architecture (random weights)")
@@ -85,9 +85,9 @@ def blip2_captioner(device, dtype):
                               Blip2VisionConfig, BlipImageProcessor, GenerationConfig, OPTConfig)
 
     from dnp_batch.captioner import Captioner
-    from dnp_batch.tiny import _tiny_tokenizer
+    from dnp_batch.tiny import blip2_tokenizer
 
-    tok = _tiny_tokenizer()
+    tok = blip2_tokenizer()
     ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     config = Blip2Config(vision_config=Blip2VisionConfig(**BLIP2_VISION).to_dict(),
                          qformer_config=Blip2QFormerConfig(**BLIP2_QFORMER).to_dict(),

@@ -111,7 +111,7 @@ def _write_tokenizer_files(directory: Path) -> None:
     (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(_MERGES) + "\n", encoding="utf-8")
 
 
-def _tokenizer() -> CLIPTokenizer:
+def clip_tokenizer() -> CLIPTokenizer:
     with tempfile.TemporaryDirectory() as tmp:
         _write_tokenizer_files(Path(tmp))
         tok = CLIPTokenizer.from_pretrained(tmp, model_max_length=MODEL_MAX_LENGTH, pad_token=EOS)
@@ -153,7 +153,7 @@ def _vae(**kwargs) -> AutoencoderKL:
 
 def sdxl_pipeline() -> StableDiffusionXLPipeline:
     """A tiny random SDXL pipeline (64 px by default, latents 8×8)."""
-    tok = _tokenizer()
+    tok = clip_tokenizer()
     text_config = _text_config(tok)
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
@@ -183,7 +183,7 @@ def sdxl_pipeline() -> StableDiffusionXLPipeline:
         text_encoder=text_encoder,
         text_encoder_2=text_encoder_2,
         tokenizer=tok,
-        tokenizer_2=_tokenizer(),
+        tokenizer_2=clip_tokenizer(),
         unet=unet,
         scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_CONFIG),
         force_zeros_for_empty_prompt=True,
@@ -193,7 +193,7 @@ def sdxl_pipeline() -> StableDiffusionXLPipeline:
 
 def sd_pipeline() -> StableDiffusionPipeline:
     """A tiny random SD1.5-style pipeline (64 px by default, latents 8×8)."""
-    tok = _tokenizer()
+    tok = clip_tokenizer()
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
         sample_size=8,
@@ -252,7 +252,7 @@ _TINY_CORPUS = [
 ]
 
 
-def _tiny_tokenizer() -> GPT2TokenizerFast:
+def blip2_tokenizer() -> GPT2TokenizerFast:
     """An OPT-style byte-level BPE tokenizer (BOS = EOS = </s>, pad <pad>), trained in memory."""
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -325,7 +325,7 @@ def _silence_unreadable_tokens(model: Blip2ForConditionalGeneration, tok: GPT2To
 def build_tiny_blip2(out: Path) -> None:
     """Write a tiny random BLIP-2 (OPT text model, 32 px images) into the existing empty dir `out`."""
     out = Path(out)
-    tok = _tiny_tokenizer()
+    tok = blip2_tokenizer()
     config = _tiny_config(tok)
     with torch.random.fork_rng(devices=[]):  # the caller's RNG state is left alone
         torch.manual_seed(0)

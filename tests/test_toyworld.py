@@ -12,8 +12,6 @@ from PIL import Image
 from dnp_batch import generate, load_pipeline
 from dnp_batch.toyworld import data, judge as J
 from dnp_batch.toyworld.data import (
-    COLOURS,
-    SHAPES,
     WORDS,
     Spec,
     all_captions,
