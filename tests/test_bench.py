@@ -24,7 +24,7 @@ def test_pipeline_bench_prints_throughput_and_memory_ratios(ray_env):
     import re
 
     proc = subprocess.run([sys.executable, "bench/pipeline.py", "--samples", "4", "--prompt-counts", "200,2000",
-                           "--repeats", "2"], cwd=REPO, env=ray_env, capture_output=True, text=True, timeout=600)
+                           "--repeats", "1"], cwd=REPO, env=ray_env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # "ratio  NAME  MEDIAN  (min A, max B)" for throughput, "ratio  memory HI/LO  VALUE" for memory
     ratios = {m[1]: float(m[2]) for m in (re.match(r"ratio\s+(.+?)\s+([0-9.]+)(?:\s+\(min .*\))?$", line)
