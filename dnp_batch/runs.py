@@ -127,6 +127,13 @@ def write_sweep(url, name: str, points: list[dict], baseline: str | None = None)
     return sweep
 
 
+def read_parquet(f) -> pa.Table:
+    """A Parquet table from an open (fsspec) file, on this thread: pyarrow's reader threads, left
+    reading a Python file object, can abort the interpreter at exit ("terminate called without an
+    active exception", seen with pyarrow 26 reading through fsspec); our tables are small."""
+    return pq.read_table(f, use_threads=False)
+
+
 # --- runs -----------------------------------------------------------------------------------
 
 class Run:
@@ -166,7 +173,7 @@ class Run:
 
     def index(self) -> pa.Table:
         """index.parquet: one row per sample (ok or failed), columns `sink.INDEX_COLUMNS`."""
-        return self._read_index(pq.read_table)
+        return self._read_index(read_parquet)
 
     def index_frame(self) -> pd.DataFrame:
         """index.parquet as pandas reads it."""
@@ -264,7 +271,7 @@ def check_shard(fs, root: str, shard: int, expected: dict | None = None) -> tupl
     tar_path, index_path = f"{root}/{name}", shard_index_path(root, shard)
     try:
         with fs.open(index_path, "rb") as f:
-            table = pq.read_table(f)
+            table = read_parquet(f)
     except (OSError, pa.ArrowException) as e:
         return [f"{name}: its index {index_path} does not read ({e})"], []
     digest = expected or shard_digest(table)

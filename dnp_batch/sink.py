@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .fileio import TMP, WholeFiles, resolve
-from .runs import DIGEST_KEY, INDEX, MANIFEST, SHARDS, Run, shard_digest
+from .runs import DIGEST_KEY, INDEX, MANIFEST, SHARDS, Run, read_parquet, shard_digest
 
 INDEX_COLUMNS = ("key", "shard", "status", "error", "prompt", "seed", "method", "clip_score", "record")
 
@@ -152,7 +152,7 @@ class ShardSink:
         tables, digests = [], []
         for shard in sorted(self.done_shards()):
             with self.fs.open(self.path("index", f"shard-{shard:05d}.parquet"), "rb") as f:
-                table = pq.read_table(f)
+                table = read_parquet(f)
             digests.append({"shard": shard, "name": self.shard_name(shard), "rows": table.num_rows,
                             **shard_digest(table)})
             tables.append(table.replace_schema_metadata(None))
