@@ -38,6 +38,7 @@ W_GRID = (1.5, 2.0, 3.0, 5.0, 7.5, 10.0)
 ATTRS = ("shape", "colour", "count", "relation", "all")
 QUALITY = ("palette_error", "background_error", "stray_pixels")
 BATCH = 16
+CHUNK = 4 * BATCH  # held-out samples per job
 BOOTSTRAP = 2000
 
 
@@ -294,7 +295,9 @@ def main(argv=None) -> int:
     print(f"validation done in {(time.perf_counter() - t0) / 60:.1f} min; best w: {best}", flush=True)
 
     test_texts = prompts(args.n_test, HELDOUT_PROMPT_SEED)
-    test_jobs = [(n, best[n], "test", test_texts, list(range(args.n_test)), args.steps) for n in names]
+    # in chunks of whole batches, so the workers share the long variants and each batch is the same
+    test_jobs = [(n, best[n], "test", test_texts[i:i + CHUNK], list(range(i, min(i + CHUNK, args.n_test))), args.steps)
+                 for n in names for i in range(0, args.n_test, CHUNK)]
     test = run_jobs(test_jobs, args.model, args.workers)
     rows += test
     for n in names:
