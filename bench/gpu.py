@@ -15,7 +15,6 @@ cost, not its images. Every ratio is measured in this run; the JSON (--json) kee
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import platform
 import statistics
@@ -96,7 +95,9 @@ def blip2_captioner(device, dtype):
     torch.manual_seed(0)
     with torch.device(device):
         model = Blip2ForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(**ids)
+    # random weights rarely emit EOS, and NaN logits could stop at once: every caption is the 30-token cap
+    # (a real caption is shorter), so stage 1's cost is an upper bound, the same in every run
+    model.generation_config = GenerationConfig(**ids, min_new_tokens=30)
     processor = Blip2Processor(BlipImageProcessor(size={"height": 224, "width": 224}), tok,
                                num_query_tokens=BLIP2_QUERY_TOKENS)
     return Captioner.from_loaded(model.to(device, dtype), processor, "blip2-opt-2.7b-architecture (random weights)")
@@ -140,7 +141,8 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--batch-sizes", default="1,2,4,8")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--json", help="write every measurement here")
+    p.add_argument("--json", help="write every measurement here (after each one, so a cut-off run keeps its rows)")
+    p.add_argument("--budget-s", type=float, help="skip what is left once this many seconds have passed")
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)  # inference only, as the pipelines run
     from dnp_batch import generate
@@ -158,12 +160,24 @@ def main(argv=None) -> int:
     print(f"device: {card}; dtype {str(dtype).removeprefix('torch.')}; {args.size}²; {args.steps} steps; "
           f"UNet {sum(p.numel() for p in pipe.unet.parameters()) / 1e9:.2f} B params", flush=True)
     kw = dict(guidance_scale=7.0, num_inference_steps=args.steps, height=args.size, width=args.size)
-    results = {"device": card, "dtype": str(dtype), "size": args.size, "steps": args.steps, "rows": []}
+    results = {"device": card, "dtype": str(dtype), "size": args.size, "steps": args.steps, "repeats": args.repeats,
+               "torch": torch.__version__, "rows": [], "skipped": []}
+    started = time.perf_counter()
+
+    def save() -> None:
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
 
     def record(name: str, batch: int, fn) -> None:
+        if args.budget_s and time.perf_counter() - started > args.budget_s:
+            results["skipped"].append(f"{name}@{batch}")
+            print(f"{name:<34} batch {batch}: skipped (--budget-s {args.budget_s:g} spent)", flush=True)
+            return
         seconds, peak = timed(device, fn, args.repeats)
         row = {"name": name, "batch": batch, "images_per_s": batch / seconds, "seconds": seconds, "peak_gb": peak}
         results["rows"].append(row)
+        save()
         print(f"{name:<34} batch {batch}: {row['images_per_s']:7.3f} img/s  ({seconds:7.2f} s, peak {peak:5.1f} GB)",
               flush=True)
 
@@ -193,9 +207,12 @@ def main(argv=None) -> int:
     pipe.unet.to(memory_format=torch.contiguous_format)
     if not args.smoke:
         unet = pipe.unet
-        pipe.unet = torch.compile(unet, mode="max-autotune-no-cudagraphs")
-        with contextlib.suppress(Exception):  # a compile failure is a result too
+        pipe.unet = torch.compile(unet)  # the default mode: max-autotune's search takes many minutes at this size
+        try:
             record("cfg, torch.compile UNet", b, run_cfg)
+        except Exception as e:  # a compile failure is a result too
+            results["compile_error"] = f"{type(e).__name__}: {e}"[:500]
+            print(f"torch.compile failed: {results['compile_error']}", flush=True)
         pipe.unet = unet
 
     latents = torch.randn(b, 4, args.size // 8, args.size // 8, device=device, dtype=dtype)
@@ -213,9 +230,8 @@ def main(argv=None) -> int:
             row["ratio_to_bare"] = row["images_per_s"] / bare["images_per_s"]
     print("ratios to bare diffusers at the same batch size: " + ", ".join(
         f"{r['name']}@{r['batch']} {r['ratio_to_bare']:.2f}" for r in results["rows"] if "ratio_to_bare" in r))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    results["seconds"] = time.perf_counter() - started
+    save()
     return 0
 
 
