@@ -18,15 +18,15 @@ peak memory when a long prompt file is streamed through Ray Data.
    tiny model a call's fixed cost dominates, so batching alone changes the rate). CLIP scoring
    is off in the job unless `--clip` is given, so both sides do the same work; with a method other
    than cfg the bare loop is still plain CFG, and the ratio includes the method's own cost.
-2. Memory: for each prompt count, a fresh subprocess writes a TXT prompts file, reads it
-   (`read_prompts` + `expand_samples`), plans shards, builds the shard rows (`new_row`) and streams
-   them through a trivial `ray.data.from_items(rows).map(fn).iter_rows()`, consuming each summary
-   as it arrives. It reports its own peak RSS from just before the prompts are read to the end (on
-   Linux the high-water mark is reset there, since imports and Ray start-up peak higher than the
-   stream; elsewhere `ru_maxrss`, which includes them), its RSS at that point, the bytes of the
-   rows, and the object store's usage, sampled while streaming. Note that `from_items` takes a
-   list that the driver holds in full, and puts every row into the object store up front: the
-   rows are not read lazily from the file.
+2. Memory: for each prompt count, a fresh subprocess writes a TXT prompts file and runs the job's own
+   streaming path with a trivial stage: `PromptSet` (one pass over the file; the driver keeps an
+   index of 24 bytes a row), `ShardTasks` (16 bytes a shard) and `dag.build_dataset` (a Ray Data
+   `range` over the shards whose workers read each shard's rows from the file), consuming each
+   summary as it arrives. It reports its own peak RSS from just before the prompts are read to the
+   end (on Linux the high-water mark is reset there, since imports and Ray start-up peak higher than
+   the stream; elsewhere `ru_maxrss`, which includes them), its RSS at that point, the pickled size
+   of the task list (`rows_mb`, put once into the object store), the seconds of the index pass and
+   of the stream, and the object store's usage, sampled while streaming.
 
 Times are wall-clock, measured in this run on this machine; only the ratios measured in one run
 mean anything. The throughput part runs `--repeats` times (a fresh Ray job and bare loop each) and
@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import re
 import resource
 import shutil
@@ -197,12 +198,17 @@ def throughput(args) -> None:
 
 # --- 2. memory -----------------------------------------------------------------------------------
 
-def _summarize(row: dict) -> dict:
+class _Summarize:
     """The trivial stage: unpack the shard row and return a tiny summary."""
-    from dnp_batch.stages import unpack
 
-    shard, _cfg, _out, samples, _items = unpack(row)
-    return {"shard": shard, "n": len(samples)}
+    def __init__(self, cfgs):
+        pass
+
+    def __call__(self, row: dict) -> dict:
+        from dnp_batch.stages import unpack
+
+        shard, _cfg, _out, samples, _items = unpack(row)
+        return {"shard": shard, "n": len(samples)}
 
 
 def _object_store_mib(gcs_address: str) -> int | None:
@@ -222,10 +228,11 @@ def stream(n: int, per_shard: int) -> None:
     import ray
     import ray.data
 
-    from dnp_batch.config import load_config
-    from dnp_batch.job import plan_shards
-    from dnp_batch.prompts import expand_samples, read_prompts
-    from dnp_batch.stages import new_row
+    from dnp_batch.config import StageResources, load_config
+    from dnp_batch.dag import build_dataset
+    from dnp_batch.job import ShardTasks
+    from dnp_batch.prompts import PromptSet, shard_sizes
+    from dnp_batch.stages import StageSpec
 
     ctx = ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=os.environ.get("RAY_TMPDIR"))
     _quiet_ray_data()
@@ -238,24 +245,30 @@ def stream(n: int, per_shard: int) -> None:
                 f.write(f"a synthetic prompt number {i}: a red fox in the snow, detailed, photograph\n")
         process_peak = _max_rss_mb()  # imports and Ray start-up
         baseline = _reset_peak_rss()
-        samples = expand_samples(read_prompts(path), 1)
-        cfg = load_config()
-        rows = [new_row(shard, cfg, tmp, s) for shard, s in plan_shards(samples, per_shard)]
-        rows_mb = sum(len(r["payload"]) for r in rows) / 2**20
-        del samples
-        ds = ray.data.from_items(rows).map(_summarize)
+        t0 = time.perf_counter()
+        samples = PromptSet(path, 1)  # one streaming pass: the driver keeps an index of the file
+        index_seconds = time.perf_counter() - t0
+        cfg = load_config(output={"samples_per_shard": per_shard})
+        shards = len(shard_sizes(len(samples), per_shard))
+        tasks = ShardTasks(samples, [cfg], [tmp], [(0, i) for i in range(shards)])
+        rows_mb = len(pickle.dumps(tasks)) / 2**20  # what the driver puts in the object store, once
+        spec = StageSpec("summarize", _Summarize, StageResources(actors=1, num_cpus=0.5))
+        ds = build_dataset([spec], tasks, [cfg])
         store = [_object_store_mib(gcs)]
-        seen = shards = 0
-        for i, summary in enumerate(ds.iter_rows()):
+        seen = done = 0
+        sampled = time.perf_counter()
+        for summary in ds.iter_rows():
             seen += summary["n"]
-            shards += 1
-            if i % 10 == 0:
+            done += 1
+            if time.perf_counter() - sampled > 2.0:  # the summary is an RPC: sample it every 2 s
                 store.append(_object_store_mib(gcs))
+                sampled = time.perf_counter()
         store.append(_object_store_mib(gcs))
         if seen != n:
             raise RuntimeError(f"streamed {seen} samples, expected {n}")
         store = [s for s in store if s is not None]
-        print(f"samples={seen} shards={shards} rows_mb={rows_mb:.2f} startup_peak_rss_mb={process_peak:.1f} "
+        print(f"samples={seen} shards={shards} rows_mb={rows_mb:.2f} index_s={index_seconds:.1f} "
+              f"stream_s={time.perf_counter() - t0 - index_seconds:.1f} startup_peak_rss_mb={process_peak:.1f} "
               f"baseline_rss_mb={baseline:.1f} peak_rss_mb={_peak_rss():.1f} "
               f"object_store_peak_mib={max(store) if store else 'n/a'}", flush=True)
     finally:
@@ -268,7 +281,7 @@ def memory(args) -> None:
     peaks = {}
     for n in counts:
         proc = subprocess.run([sys.executable, __file__, "--_stream", str(n), "--per-shard", str(args.per_shard)],
-                              capture_output=True, text=True, timeout=600)
+                              capture_output=True, text=True, timeout=3600)
         if proc.returncode != 0:
             sys.stderr.write(proc.stdout + proc.stderr)
             raise RuntimeError(f"the streaming subprocess for {n} prompts exited with {proc.returncode}")
@@ -278,14 +291,15 @@ def memory(args) -> None:
         growth = peaks[n] - float(got["baseline_rss_mb"])
         print(f"memory  {n} prompts  peak_rss_mb {got['peak_rss_mb']}  baseline_rss_mb {got['baseline_rss_mb']}  "
               f"growth_mb {growth:.1f}  rows_mb {got['rows_mb']}  shards {got['shards']}  "
-              f"startup_peak_rss_mb {got['startup_peak_rss_mb']}  object_store_peak_mib {got['object_store_peak_mib']}")
+              f"startup_peak_rss_mb {got['startup_peak_rss_mb']}  object_store_peak_mib {got['object_store_peak_mib']}  "
+              f"index_s {got['index_s']}  stream_s {got['stream_s']}")
     if len(counts) >= 2:
         lo, hi = counts[0], counts[-1]
         print(f"ratio  memory {hi}/{lo}  {peaks[hi] / peaks[lo]:.3f}")
     print("note  peak_rss_mb: the driver process only, from just before the prompts are read (baseline_rss_mb: "
-          "its RSS then, after imports and ray.init); Ray's own processes are not counted. "
-          "ray.data.from_items holds every shard row (rows_mb) in the driver and puts them all in the object "
-          "store up front; the object store is sampled while streaming, in whole MiB")
+          "its RSS then, after imports and ray.init); Ray's own processes are not counted. rows_mb: the pickled "
+          "task list (the PromptSet index and the shard list) the driver puts in the object store once; the "
+          "object store is sampled while streaming, in whole MiB")
     sys.stdout.flush()
 
 

@@ -39,8 +39,26 @@ def init_ray() -> bool:
     return True
 
 
-def build_dataset(specs: list[StageSpec], rows: list[dict], cfgs: list[JobConfig]) -> "ray.data.Dataset":
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
+class _ReadShard:
+    """The chain's source: task j's shard row, built in a worker from the ShardTasks put once into the
+    object store (for a PromptSet, by reading the shard's rows of the prompts file)."""
+
+    def __init__(self, tasks):
+        self.tasks = ray.get(tasks) if isinstance(tasks, ray.ObjectRef) else tasks
+
+    def __call__(self, row: dict) -> dict:
+        return self.tasks.row(int(row["id"]))
+
+
+READ_CPUS = 0.1  # reading a shard's prompts is light
+
+
+def build_dataset(specs: list[StageSpec], tasks, cfgs: list[JobConfig]) -> "ray.data.Dataset":
+    """range(len(tasks)) -> shard rows -> each stage's actor pool; one shard a block, so shards stream
+    one by one and the driver holds only the task list (small), never the rows."""
+    ds = ray.data.range(len(tasks), override_num_blocks=max(1, len(tasks)))
+    ds = ds.map(_ReadShard, fn_constructor_args=(ray.put(tasks),), compute=ray.data.ActorPoolStrategy(size=1),
+                num_cpus=READ_CPUS)
     for spec in specs:
         r = spec.resources
         ds = ds.map(spec.cls, fn_constructor_args=(cfgs,), compute=ray.data.ActorPoolStrategy(size=r.actors),
@@ -48,13 +66,13 @@ def build_dataset(specs: list[StageSpec], rows: list[dict], cfgs: list[JobConfig
     return ds
 
 
-def run_ray(specs: list[StageSpec], rows: list[dict], cfgs: list[JobConfig]) -> Iterator[dict]:
+def run_ray(specs: list[StageSpec], tasks, cfgs: list[JobConfig]) -> Iterator[dict]:
     """The Ray distributor (same signature as `job.run_local`): yields each shard's last row."""
-    if not rows:
+    if not len(tasks):
         return
     started = init_ray()
     try:
-        yield from build_dataset(specs, rows, cfgs).iter_rows()
+        yield from build_dataset(specs, tasks, cfgs).iter_rows()
     finally:
         if started:
             ray.shutdown()

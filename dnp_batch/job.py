@@ -4,13 +4,14 @@ stages through a distributor, write the indexes and manifests, and summarize.
 A job is one or more *points* — (name, config, output) — over the same samples: a plain run is
 one point, a sweep one per grid point. All points' shards go through one set of stages, so points
 that share a model share its loaded copy. Distributors share one signature,
-`(specs, rows, cfgs) -> iterator of rows`: `run_local` runs the stages in this process;
-`dag.run_ray` runs them as Ray Data actor pools.
+`(specs, tasks, cfgs) -> iterator of rows`, where `tasks` (a `ShardTasks`) is a compact list of the
+shards to make that builds each shard's row on demand (from the prompts file, for a `PromptSet`), so
+neither the driver nor the object store holds every sample: `run_local` runs the stages in this
+process; `dag.run_ray` runs them as Ray Data actor pools.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
 import sys
@@ -18,32 +19,41 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from .config import JobConfig
 from .models import library_versions
-from .prompts import Sample
+from .prompts import PromptSet, Sample, Samples, as_samples, shard_sizes
 from .runs import check_shard
 from .sink import ShardSink
 from .stages import StageSpec, WriteStage, build_stages, check_samples, check_sources, new_row
 
 
-def plan_shards(samples: list[Sample], per_shard: int) -> list[tuple[int, list[Sample]]]:
-    """Shard i holds samples[i·S:(i+1)·S], in prompt-file order."""
-    return [(i, samples[start:start + per_shard]) for i, start in enumerate(range(0, len(samples), per_shard))]
+class ShardTasks:
+    """The shards a job makes, as (point, shard) pairs: `row(j)` builds task j's shard row (its
+    config, output and samples) where it is called — in a Ray worker, reading the prompts file — so
+    the list itself stays small (16 bytes a shard, plus the samples' PromptSet index)."""
+
+    def __init__(self, samples: "Samples | PromptSet", cfgs: list[JobConfig], outs: list[str],
+                 pairs: list[tuple[int, int]]):
+        self.samples, self.cfgs, self.outs = samples, cfgs, outs
+        self.pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def row(self, j: int) -> dict:
+        point, shard = (int(x) for x in self.pairs[j])
+        cfg = self.cfgs[point]
+        return new_row(shard, cfg, self.outs[point], self.samples.shard(shard, cfg.output.samples_per_shard))
 
 
-def plan_digest(plan: list[tuple[int, list[Sample]]]) -> str:
-    """What a shard holds must not change between a run and its resume."""
-    blob = json.dumps([[s.key, s.prompt, s.negative_prompt] for _, shard in plan for s in shard] +
-                      [[len(shard) for _, shard in plan]], ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def run_local(specs: list[StageSpec], rows: list[dict], cfgs: list[JobConfig]) -> Iterator[dict]:
+def run_local(specs: list[StageSpec], tasks: ShardTasks, cfgs: list[JobConfig]) -> Iterator[dict]:
     """The in-process distributor: each stage built once, every shard through all of them."""
     stages = [spec.cls(cfgs) for spec in specs]
-    for row in rows:
+    for j in range(len(tasks)):
+        row = tasks.row(j)
         for stage in stages:
             row = stage(row)
         yield row
@@ -106,21 +116,22 @@ class Point:
     cfg: JobConfig
     out: str
     sink: ShardSink = None
-    plan: list = None
+    shards: int = 0  # shard i holds samples [i·S, (i+1)·S), S = cfg.output.samples_per_shard
     manifest: dict = None
     existed: bool = False
     summary: Summary = field(default_factory=Summary)
 
 
-def prepare(point: Point, samples: list[Sample], resume: bool, overwrite: bool) -> None:
+def prepare(point: Point, samples: "Samples | PromptSet", resume: bool, overwrite: bool) -> None:
     """Every check that can fail on bad input for one point, before anything is written."""
     cfg, out = point.cfg, point.out
     check_samples(cfg, samples)
     check_sources(cfg)
     sink = ShardSink(out)
-    plan = plan_shards(samples, cfg.output.samples_per_shard)
-    manifest = {"config": cfg.model_dump(mode="json"), "plan_sha256": plan_digest(plan),
-                "samples": len(samples), "shards": len(plan), "versions": library_versions()}
+    per_shard = cfg.output.samples_per_shard
+    shards = len(shard_sizes(len(samples), per_shard))
+    manifest = {"config": cfg.model_dump(mode="json"), "plan_sha256": samples.digest(per_shard),
+                "samples": len(samples), "shards": shards, "versions": library_versions()}
     existing = sink.read_manifest()
     if overwrite:
         pass
@@ -134,18 +145,20 @@ def prepare(point: Point, samples: list[Sample], resume: bool, overwrite: bool) 
     elif sink.has_foreign_files() or sink.done_shards():
         raise ValueError(f"--out {out} is not empty and holds no dnp_batch run; choose an empty --out")
     sink.check_writable()
-    point.sink, point.plan, point.manifest = sink, plan, manifest
+    point.sink, point.shards, point.manifest = sink, shards, manifest
 
 
-def run_points(points: list[Point], samples: list[Sample], distributor: Callable = run_local,
+def run_points(points: list[Point], samples: "list[Sample] | PromptSet", distributor: Callable = run_local,
                resume: bool = False, overwrite: bool = False, log=None) -> list[Point]:
-    """Generate, for every point, the samples not yet written to its output."""
+    """Generate, for every point, the samples not yet written to its output. `samples`: a list (held
+    in memory) or a `PromptSet` (streamed from its file: the driver holds only its index)."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     t0 = time.perf_counter()
+    samples = as_samples(samples)
     for point in points:
         prepare(point, samples, resume, overwrite)
-    rows, by_out, todo_samples = [], {}, 0
-    for point in points:
+    pairs, by_out, todo_samples = [], {}, 0
+    for index, point in enumerate(points):
         if overwrite:
             point.sink.clear()
         done = point.sink.done_shards()
@@ -154,16 +167,18 @@ def run_points(points: list[Point], samples: list[Sample], distributor: Callable
             if problems:
                 log(f"{point.name}: regenerating shard {shard:05d}: {problems[0]}")
                 done.discard(shard)
-        todo = [(shard, s) for shard, s in point.plan if shard not in done]
-        point.summary = Summary(skipped_shards=len(point.plan) - len(todo), shards=len(point.plan))
+        sizes = shard_sizes(len(samples), point.cfg.output.samples_per_shard)
+        todo = [shard for shard in range(point.shards) if shard not in done]
+        point.summary = Summary(skipped_shards=point.shards - len(todo), shards=point.shards)
         if done:
-            log(f"{point.name}: resuming: {len(done)} of {len(point.plan)} shards already written")
+            log(f"{point.name}: resuming: {len(done)} of {point.shards} shards already written")
         point.existed = point.sink.fs.exists(point.sink.root)
         point.sink.write_manifest({**point.manifest, "status": "running"})
-        rows += [new_row(shard, point.cfg, point.out, s) for shard, s in todo]
-        todo_samples += sum(len(s) for _, s in todo)
+        pairs += [(index, shard) for shard in todo]
+        todo_samples += sum(sizes[shard] for shard in todo)
         by_out[point.out] = point
     cfgs = [p.cfg for p in points]
+    tasks = ShardTasks(samples, cfgs, [p.out for p in points], pairs)
     specs = build_stages(cfgs)
     # A local or in-memory --out is this machine's: the driver writes it. Shared storage (s3://,
     # gs://, ...) is written by the write stage's workers, in parallel.
@@ -171,7 +186,7 @@ def run_points(points: list[Point], samples: list[Sample], distributor: Callable
     progress = Progress(todo_samples, log)
     t_run = time.perf_counter()
     try:
-        for row in distributor(specs[:-1] if writer else specs, rows, cfgs):
+        for row in distributor(specs[:-1] if writer else specs, tasks, cfgs):
             if writer is not None:
                 row = writer(row)
             point = by_out[row["out"]]
@@ -197,12 +212,12 @@ def run_points(points: list[Point], samples: list[Sample], distributor: Callable
         statuses = index.column("status").to_pylist()
         point.sink.write_manifest({**point.manifest, "status": "complete", "shard_digests": digests, "counts": {
             "samples": len(statuses), "ok": statuses.count("ok"), "failed": statuses.count("failed"),
-            "shards": len(point.plan), "generated_this_run": point.summary.samples}})
+            "shards": point.shards, "generated_this_run": point.summary.samples}})
         point.sink.finish()
     return points
 
 
-def run(cfg: JobConfig, samples: list[Sample], out: str, distributor: Callable = run_local,
+def run(cfg: JobConfig, samples: "list[Sample] | PromptSet", out: str, distributor: Callable = run_local,
         resume: bool = False, overwrite: bool = False, log=None) -> Summary:
     """A plain run: one point."""
     (point,) = run_points([Point("run", cfg, out)], samples, distributor, resume, overwrite, log)

@@ -8,6 +8,7 @@ becomes `{"prompt", "id"?, "negative_prompt"?, "seed"?, "metadata"}`: every othe
 from __future__ import annotations
 
 import argparse
+from array import array
 import csv
 import datetime
 import hashlib
@@ -17,8 +18,10 @@ import numbers
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from typing import Iterator
 
 import fsspec
+import numpy as np
 import pyarrow.parquet as pq
 
 _KEY_OK = re.compile(r"^[A-Za-z0-9_-]+$")  # WebDataset keys: no dots, no slashes
@@ -54,20 +57,33 @@ def read_prompts(path: str | Path) -> list[dict]:
     "seed"?, ...}` per line), TXT (one prompt per line), CSV, TSV or Parquet (a prompt column named as in
     PROMPT_COLUMNS). Other keys/columns go to `row["metadata"]`. In CSV/TSV/Parquet an empty cell is
     absent; in JSONL a null is. Bad input is a ValueError naming the file and line (or Parquet row)."""
+    _check_prompts_file(path)
+    rows = [row for row, _ in iter_rows(path)]
+    if not rows:
+        raise ValueError(f"prompts file {path} holds no prompts")
+    return rows
+
+
+def _check_prompts_file(path) -> None:
     suffix = _suffix(path)
     if suffix not in FORMATS:
         raise ValueError(f"prompts file {path} has an unknown extension {suffix or '(none)'!r}; "
                          f"use one of {', '.join(FORMATS)}")
     _check_exists(path, "prompts file")
+
+
+def iter_rows(path: str | Path, start: int = 0) -> Iterator[tuple[dict, int]]:
+    """(row, position) of each row of a prompts file, one at a time, from `start` (a position this
+    generator yielded earlier; 0 is the beginning) on: what `read_prompts` returns, streamed.
+    Positions are byte offsets of lines (with a sub-line index in the low 24 bits: TXT and JSONL
+    rows may end in a lone CR) or Parquet row numbers."""
+    suffix = _suffix(path)
     if suffix == ".parquet":
-        rows = _read_parquet(path)
+        yield from _iter_parquet(path, start)
     elif suffix in (".csv", ".tsv"):
-        rows = _read_delimited(path, "\t" if suffix == ".tsv" else ",")
+        yield from _iter_delimited(path, "\t" if suffix == ".tsv" else ",", start)
     else:
-        rows = _read_lines(path, suffix)
-    if not rows:
-        raise ValueError(f"prompts file {path} holds no prompts")
-    return rows
+        yield from _iter_lines(path, suffix, start)
 
 
 def parse_seeds(text: str) -> int | list[int]:
@@ -87,10 +103,44 @@ def parse_seeds(text: str) -> int | list[int]:
     return seeds
 
 
+def shard_sizes(count: int, per_shard: int) -> list[int]:
+    """Shard i holds samples [i·S, (i+1)·S) of the prompt set, in prompts-file order."""
+    return [min(per_shard, count - start) for start in range(0, count, per_shard)]
+
+
+def _plan_digest(items: Iterator[list], sizes: list[int]) -> str:
+    """What a shard holds must not change between a run and its resume: SHA-256 of the JSON list of
+    every sample's [key, prompt, negative_prompt], then the list of shard sizes, written as it streams."""
+    h = hashlib.sha256(b"[")
+    sep = b""
+    for item in items:
+        h.update(sep + json.dumps(item, ensure_ascii=False).encode())
+        sep = b", "
+    h.update(sep + json.dumps(sizes).encode() + b"]")  # the shards' sizes, one list
+    return h.hexdigest()
+
+
 class Samples(list):
-    """The samples of a prompt set; `folded` counts the duplicate rows generated only once."""
+    """The samples of a prompt set, in memory; `folded` counts the duplicate rows generated only once.
+    `PromptSet` is the same set streamed from its file (same shards, same digest)."""
 
     folded: int = 0
+
+    def shard(self, i: int, per_shard: int) -> list["Sample"]:
+        return list(self[i * per_shard:(i + 1) * per_shard])
+
+    def digest(self, per_shard: int) -> str:
+        return _plan_digest(([s.key, s.prompt, s.negative_prompt] for s in self), shard_sizes(len(self), per_shard))
+
+    def missing_negatives(self) -> tuple[int, str | None]:
+        """(how many samples have no negative prompt, the first one's key)."""
+        missing = [s.key for s in self if s.negative_prompt is None]
+        return len(missing), missing[0] if missing else None
+
+
+def as_samples(samples) -> "Samples | PromptSet":
+    """A job's samples: a PromptSet or Samples as they are, any other list of Sample as Samples."""
+    return samples if isinstance(samples, (Samples, PromptSet)) else Samples(samples)
 
 
 def expand_samples(rows: list[dict], seeds: int | list[int], source=None) -> Samples:
@@ -119,6 +169,151 @@ def expand_samples(rows: list[dict], seeds: int | list[int], source=None) -> Sam
             first_of[key] = (n, sample)
             samples.append(sample)
     return samples
+
+
+def _hash128(text: str) -> bytes:
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
+class PromptSet:
+    """The samples of a prompts file without holding them: one streaming pass checks every row
+    (the same errors as `read_prompts`), folds duplicates and checks keys as `expand_samples` does
+    (comparing 128-bit BLAKE2 hashes of keys and contents, not the strings), and keeps per row only
+    where it starts in the file and how many samples it gives (24 bytes). `shard(i, S)` re-reads
+    shard i's rows from the file, so a worker can build its shard; the shards, keys and plan digest
+    are exactly those of `expand_samples(read_prompts(path), seeds)` (a `Samples`)."""
+
+    def __init__(self, path: str | Path, seeds: int | list[int]):
+        _check_prompts_file(path)
+        self.path, self.seeds = str(path), _seed_list(seeds)
+        positions, counts = array("q"), array("q")
+        keys, contents = bytearray(), array("Q")
+        self._start_items()
+        for n, (row, pos) in enumerate(iter_rows(path), start=1):
+            seeds_here = self._row_seeds(row, n)
+            positions.append(pos)
+            counts.append(len(seeds_here))
+            content = hashlib.blake2b(json.dumps([row["prompt"], row.get("negative_prompt")]).encode(),
+                                      digest_size=8).digest()
+            for key, _ in self._keys(row, seeds_here):
+                keys += _hash128(key)
+                contents.append(int.from_bytes(content, "little"))
+                self._add_item(key, row["prompt"], row.get("negative_prompt"))
+        if not positions:
+            raise ValueError(f"prompts file {path} holds no prompts")
+        self._pos = np.frombuffer(positions, dtype=np.int64)
+        self._cum_all = np.cumsum(np.frombuffer(counts, dtype=np.int64))  # samples through row r, folded ones too
+        self._folded = self._find_folded(np.frombuffer(keys, dtype=np.uint64).reshape(-1, 2),
+                                         np.frombuffer(contents, dtype=np.uint64))
+        self.folded = len(self._folded)
+        if self.folded:
+            per_row = np.diff(self._cum_all, prepend=0)
+            rows_of = np.searchsorted(self._cum_all, self._folded, side="right")
+            per_row -= np.bincount(rows_of, minlength=len(per_row))
+            self._cum = np.cumsum(per_row)
+        else:
+            self._cum = self._cum_all
+        self.count = int(self._cum[-1])
+        if self.folded:  # one more pass for what depends on the folded set: the digest, missing negatives
+            self._start_items()
+            for s in self:
+                self._add_item(s.key, s.prompt, s.negative_prompt)
+
+    def _start_items(self) -> None:
+        self._items_hash, self._sep = hashlib.sha256(b"["), b""
+        self._missing, self._first_missing = 0, None
+
+    def _add_item(self, key: str, prompt: str, negative: str | None) -> None:
+        self._items_hash.update(self._sep + json.dumps([key, prompt, negative], ensure_ascii=False).encode())
+        self._sep = b", "
+        if negative is None:
+            self._missing += 1
+            self._first_missing = self._first_missing or key
+
+    def _row_seeds(self, row: dict, n: int) -> list[int]:
+        own = row.get("seed")
+        return [_seed(own, f"prompt #{n}")] if own is not None else self.seeds
+
+    @staticmethod
+    def _keys(row: dict, seeds: list[int]):
+        pid = row["id"] if row.get("id") is not None else prompt_id(row["prompt"])
+        return [(f"{pid}_{seed}", seed) for seed in seeds]
+
+    def _find_folded(self, keys: np.ndarray, contents: np.ndarray) -> np.ndarray:
+        """Indexes (over every sample, folded ones too) of the samples folded into an earlier one;
+        the same key for other content is the error `expand_samples` raises."""
+        order = np.lexsort((np.arange(len(keys)), keys[:, 1], keys[:, 0]))  # by key, then file order
+        k = keys[order]
+        same = np.flatnonzero((k[1:] == k[:-1]).all(axis=1)) + 1  # positions in `order` repeating a key
+        if not len(same):
+            return np.empty(0, dtype=np.int64)
+        group_start = np.maximum.accumulate(np.where(np.r_[True, (k[1:] != k[:-1]).any(axis=1)],
+                                                     np.arange(len(k)), 0))
+        later, first = order[same], order[group_start[same]]
+        clash = contents[later] != contents[first]
+        if clash.any():
+            j = int(np.argmin(np.where(clash, later, np.iinfo(np.int64).max)))
+            row_first, row_later = (int(np.searchsorted(self._cum_all, x, side="right")) + 1
+                                    for x in (first[j], later[j]))
+            key = self._key_of(int(later[j]))
+            raise ValueError(f"prompts file {self.path}: duplicate sample {key!r} (prompts #{row_first} and "
+                             f"#{row_later}) with different content: prompt ids must be unique; give rows with "
+                             "the same text distinct ids")
+        return np.sort(later)
+
+    def _key_of(self, index: int) -> str:
+        """The key of sample `index` (counting folded samples too)."""
+        r = int(np.searchsorted(self._cum_all, index, side="right"))
+        before = int(self._cum_all[r - 1]) if r else 0
+        row, _ = next(iter_rows(self.path, int(self._pos[r])))
+        return self._keys(row, self._row_seeds(row, r + 1))[index - before][0]
+
+    def _samples_from(self, r: int) -> Iterator[Sample]:
+        """The samples of rows r, r+1, ... that are not folded."""
+        before = int(self._cum_all[r - 1]) if r else 0
+        for n, (row, _) in enumerate(iter_rows(self.path, int(self._pos[r])), start=r + 1):
+            for key, seed in self._keys(row, self._row_seeds(row, n)):
+                if not (self.folded and _contains(self._folded, before)):
+                    yield Sample(key, row["prompt"], seed, row.get("negative_prompt"), dict(row.get("metadata") or {}))
+                before += 1
+
+    def __getstate__(self) -> dict:  # what a worker needs to read shards (not the digest's hash state)
+        return {k: v for k, v in self.__dict__.items() if k not in ("_items_hash", "_sep")}
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Sample]:
+        return self._samples_from(0)
+
+    def shard(self, i: int, per_shard: int) -> list[Sample]:
+        start = i * per_shard
+        if not 0 <= start < self.count:
+            return []
+        r = int(np.searchsorted(self._cum, start, side="right"))
+        skip = start - (int(self._cum[r - 1]) if r else 0)
+        out = []
+        for sample in self._samples_from(r):
+            if skip:
+                skip -= 1
+                continue
+            out.append(sample)
+            if len(out) == per_shard:
+                break
+        return out
+
+    def digest(self, per_shard: int) -> str:
+        h = self._items_hash.copy()
+        h.update(b", " + json.dumps(shard_sizes(self.count, per_shard)).encode() + b"]")
+        return h.hexdigest()
+
+    def missing_negatives(self) -> tuple[int, str | None]:
+        return self._missing, self._first_missing
+
+
+def _contains(sorted_array: np.ndarray, value: int) -> bool:
+    i = int(np.searchsorted(sorted_array, value))
+    return i < len(sorted_array) and int(sorted_array[i]) == value
 
 
 def folded_note(samples: Samples) -> str | None:
@@ -160,62 +355,128 @@ def read_negatives(path: str | Path, samples: list[Sample]) -> list[Sample]:
 
 # --- readers -------------------------------------------------------------------------------------
 
-def _read_lines(path, suffix: str) -> list[dict]:
-    """JSONL or TXT; blank lines are skipped."""
-    text = _read_text(path)
+_SUB_BITS = 24  # a position is (byte offset of a line) << 24 | (index of a sub-line within it)
+_LONE_CR = re.compile(r"(?<=\r)(?!\n)")
+
+
+def _binary_lines(path, offset: int = 0) -> Iterator[tuple[int, str]]:
+    """(byte offset, decoded text) of each \\n-terminated line from `offset`; the BOM at byte 0 is
+    dropped (utf-8-sig)."""
+    with fsspec.open(str(path), "rb") as f:
+        if offset:
+            f.seek(offset)
+        while raw := f.readline():
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {offset + e.start}); "
+                                 "save it as UTF-8") from None
+            if offset == 0 and text.startswith("\ufeff"):
+                text = text[1:]
+            yield offset, text
+            offset += len(raw)
+
+
+def _sub_lines(path, start: int, split) -> Iterator[tuple[int, str]]:
+    """(position, text) of each logical line: each binary line cut by `split`, from position `start`."""
+    offset, skip = start >> _SUB_BITS, start & ((1 << _SUB_BITS) - 1)
+    for line_offset, text in _binary_lines(path, offset):
+        pieces = split(text)
+        if len(pieces) >= 1 << _SUB_BITS:
+            raise ValueError(f"{path}: a line holds {len(pieces):,} line breaks other than LF; convert the file "
+                             "to LF line endings")
+        for sub in range(skip, len(pieces)):
+            yield (line_offset << _SUB_BITS) | sub, pieces[sub]
+        skip = 0
+
+
+def _universal_lines(text: str) -> list[str]:
+    """A binary line's lines as text mode reads them (CRLF and a lone CR end lines too)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").removesuffix("\n").split("\n")
+
+
+def _iter_lines(path, suffix: str, start: int = 0, first_line: int = 1) -> Iterator[tuple[dict, int]]:
+    """JSONL or TXT; blank lines are skipped. (Line numbers count from the file's start when
+    start is 0, else from `first_line`.)"""
     if suffix == ".txt":
-        return [_row({"prompt": line.strip()}, "prompt", f"{path} line {n}", blank_is_absent=False)
-                for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
-    rows = []
-    for n, line in enumerate(text.split("\n"), start=1):  # not splitlines: JSON strings may hold U+2028
+        for n, (pos, line) in enumerate(_sub_lines(path, start, str.splitlines), start=first_line):
+            if line.strip():
+                yield _row({"prompt": line.strip()}, "prompt", f"{path} line {n}", blank_is_absent=False), pos
+        return
+    for n, (pos, line) in enumerate(_sub_lines(path, start, _universal_lines), start=first_line):
+        # not splitlines: JSON strings may hold U+2028
         if not line.strip():
             continue
         row = _json_line(path, n, line)
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
             raise ValueError(f'{path} line {n}: each line must be an object with a string "prompt"')
-        rows.append(_row(row, "prompt", f"{path} line {n}", blank_is_absent=False))
-    return rows
+        yield _row(row, "prompt", f"{path} line {n}", blank_is_absent=False), pos
 
 
-def _read_delimited(path, sep: str) -> list[dict]:
+def _iter_delimited(path, sep: str, start: int = 0) -> Iterator[tuple[dict, int]]:
     """CSV (quoted cells allowed) or TSV (no quoting, as PartiPrompts: a cell may start with a quote)."""
     kind = "TSV" if sep == "\t" else "CSV"
+    quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
+    split = _LONE_CR.split  # csv's newline="": a lone CR ends a line too, and each line keeps its ending
+    record = {"first": None}  # where the record being read began
+
+    def texts(lines):
+        for pos, line in lines:
+            if record["first"] is None:
+                record["first"] = pos
+            yield line
+
     try:
-        with fsspec.open(str(path), "rt", encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f, delimiter=sep, quoting=csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL)
-            header = next(reader, None)
-            if header is None:
-                return []
-            header = [h.strip() or f"column{i + 1}" for i, h in enumerate(header)]  # Excel leaves unnamed ones
-            twice = sorted({h for h in header if header.count(h) > 1})
-            if twice:
-                raise ValueError(f"{path}: column {twice[0]!r} appears twice in the header; rename one")
-            prompt_key = _prompt_column(path, header)
-            rows = []
-            for cells in reader:
-                where = f"{path} line {reader.line_num}"
-                if not any(c.strip() for c in cells):
-                    continue
-                if len(cells) > len(header):
-                    hint = "TSV cells cannot hold tabs" if sep == "\t" else 'quote cells that hold commas: "a, b"'
-                    raise ValueError(f"{where} has {len(cells)} cells but the header has {len(header)} columns; {hint}")
-                rows.append(_row(dict(zip(header, cells)), prompt_key, where, blank_is_absent=True))
-            return rows
+        lines = _sub_lines(path, 0, split)
+        head = csv.reader(texts(lines), delimiter=sep, quoting=quoting)
+        header = next(head, None)
+        if header is None:
+            return
+        header = [h.strip() or f"column{i + 1}" for i, h in enumerate(header)]  # Excel leaves unnamed ones
+        twice = sorted({h for h in header if header.count(h) > 1})
+        if twice:
+            raise ValueError(f"{path}: column {twice[0]!r} appears twice in the header; rename one")
+        prompt_key = _prompt_column(path, header)
+        line_base = head.line_num  # the header's lines (line numbers are exact when reading from the start)
+        if start:
+            lines.close()
+            lines = _sub_lines(path, start, split)
+        reader = csv.reader(texts(lines), delimiter=sep, quoting=quoting)
+        while True:
+            record["first"] = None
+            cells = next(reader, None)
+            if cells is None:
+                return
+            where = f"{path} line {reader.line_num + line_base}"
+            if not any(c.strip() for c in cells):
+                continue
+            if len(cells) > len(header):
+                hint = "TSV cells cannot hold tabs" if sep == "\t" else 'quote cells that hold commas: "a, b"'
+                raise ValueError(f"{where} has {len(cells)} cells but the header has {len(header)} columns; {hint}")
+            yield _row(dict(zip(header, cells)), prompt_key, where, blank_is_absent=True), record["first"]
     except csv.Error as e:
         raise ValueError(f"{path} is not valid {kind} ({e}); fix the file or convert it to JSONL") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
 
 
-def _read_parquet(path) -> list[dict]:
+def _iter_parquet(path, start: int = 0) -> Iterator[tuple[dict, int]]:
     try:
-        with fsspec.open(str(path), "rb") as f:
-            table = pq.read_table(f)
+        f = fsspec.open(str(path), "rb").open()
+        parquet = pq.ParquetFile(f)
     except Exception as e:  # pyarrow raises several types for a file that is not Parquet
         raise ValueError(f"{path} is not a readable Parquet file ({e})") from None
-    prompt_key = _prompt_column(path, table.column_names)
-    return [_row(record, prompt_key, f"{path} row {n}", blank_is_absent=True)
-            for n, record in enumerate(table.to_pylist(), start=1)]
+    with f:
+        prompt_key = _prompt_column(path, parquet.schema_arrow.names)
+        meta, first = parquet.metadata, 0
+        for group in range(meta.num_row_groups):
+            rows_here = meta.row_group(group).num_rows
+            if first + rows_here > start:
+                for batch in parquet.iter_batches(batch_size=4096, row_groups=[group]):
+                    for record in batch.to_pylist():
+                        if first >= start:
+                            yield _row(record, prompt_key, f"{path} row {first + 1}", blank_is_absent=True), first
+                        first += 1
+            else:
+                first += rows_here
 
 
 # --- one row -------------------------------------------------------------------------------------

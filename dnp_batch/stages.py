@@ -25,7 +25,7 @@ from .captioner import Captioner, check_captioner_source
 from .config import JobConfig, StageResources
 from .models import (JUDGE_CAPTIONER, SCHEDULERS, TINY_MODELS, TOY_MODEL, check_pipeline_source, library_versions,
                      load_pipeline, model_digest, model_revision, resolve_model)
-from .prompts import Sample
+from .prompts import PromptSet, Sample, Samples
 from .scoring import ClipScorer, check_clip_source
 from .sink import ShardSink, encode_image
 from .toyworld.data import parse_caption
@@ -47,17 +47,17 @@ def resolve_device(device: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
-def check_samples(cfg: JobConfig, samples: list[Sample]) -> None:
+def check_samples(cfg: JobConfig, samples: "Samples | PromptSet") -> None:
     """Refuse, before anything runs, samples that the configured method cannot run."""
     method = methods.get(cfg.method)
     if method.needs_negative:
-        missing = [s.key for s in samples if s.negative_prompt is None]
+        missing, first = samples.missing_negatives()
         if missing:
             hint = " (human DNP: pass the negatives file of phase one with --negatives)" \
                 if method.reads_negatives_file else ""
             raise ValueError(
                 f"method {cfg.method!r} needs a negative_prompt for every prompt; missing for "
-                f"{len(missing)} sample(s), e.g. {missing[0]!r}{hint}"
+                f"{missing} sample(s), e.g. {first!r}{hint}"
             )
 
 

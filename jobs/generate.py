@@ -22,13 +22,7 @@ from dnp_batch.cli import ArgumentParser
 from dnp_batch.config import load_config
 from dnp_batch.dag import run_ray
 from dnp_batch.job import run, run_local
-from dnp_batch.prompts import (
-    expand_samples,
-    folded_note,
-    parse_seeds,
-    read_negatives,
-    read_prompts,
-)
+from dnp_batch.prompts import PromptSet, expand_samples, folded_note, parse_seeds, read_negatives, read_prompts
 from dnp_batch.sink import ShardSink
 
 
@@ -60,7 +54,10 @@ def main(argv=None) -> int:
         cfg = load_config(args.config, sets=args.set, method=method, seeds=args.seeds, output=output)
         if args.negatives and cfg.method != human_dnp:
             raise ValueError(f"--negatives is for method {human_dnp} (human DNP phase two), not {cfg.method!r}")
-        samples = expand_samples(read_prompts(args.prompts), cfg.seeds, args.prompts)
+        if args.negatives:  # human DNP phase two: a person wrote every negative; held in memory
+            samples = expand_samples(read_prompts(args.prompts), cfg.seeds, args.prompts)
+        else:  # streamed: the driver keeps an index of the file, the workers read their shards
+            samples = PromptSet(args.prompts, cfg.seeds)
         if note := folded_note(samples):
             print(note, file=sys.stderr)
         if args.negatives:

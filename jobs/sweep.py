@@ -16,7 +16,7 @@ import sys
 from dnp_batch.cli import ArgumentParser
 from dnp_batch.dag import run_ray
 from dnp_batch.job import Point, run_local, run_points
-from dnp_batch.prompts import expand_samples, folded_note, read_prompts
+from dnp_batch.prompts import PromptSet, folded_note
 from dnp_batch.report import write_report
 from dnp_batch.runs import SWEEP, write_sweep
 from dnp_batch.sink import ShardSink
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         name, baseline, specs = load_sweep(args.sweep)
-        samples = expand_samples(read_prompts(args.prompts), specs[0][1].seeds, args.prompts)
+        samples = PromptSet(args.prompts, specs[0][1].seeds)  # streamed: the workers read their shards
         if note := folded_note(samples):
             print(note, file=sys.stderr)
         out = args.out.rstrip("/")

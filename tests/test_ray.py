@@ -11,7 +11,7 @@ from ray.cluster_utils import Cluster
 from dnp_batch.config import load_config
 from dnp_batch.dag import run_ray
 from dnp_batch.job import run, run_local
-from dnp_batch.prompts import expand_samples, read_prompts
+from dnp_batch.prompts import PromptSet, expand_samples, read_prompts
 from jobutil import EXAMPLE_KEYS, FAST, JOB, PROMPTS, read_run
 
 
@@ -30,7 +30,8 @@ def test_ray_job_submit_runs_the_job_on_a_live_cluster(live_head, tmp_path):
 
 
 def test_dag_on_a_three_node_cluster_gives_the_in_process_bytes(ray_env, tmp_path, monkeypatch):
-    """auto-DNP's two-stage DAG, two generation actors, on a head and two worker nodes."""
+    """auto-DNP's two-stage DAG, two generation actors, on a head and two worker nodes, its prompts
+    streamed from the file (PromptSet) against the in-process run from samples held in memory."""
     for key, value in ray_env.items():
         monkeypatch.setenv(key, value)
     cfg = load_config(FAST, method="auto-dnp", sets=["stages.generate.actors=2", "output.samples_per_shard=1"])
@@ -43,7 +44,7 @@ def test_dag_on_a_three_node_cluster_gives_the_in_process_bytes(ray_env, tmp_pat
     try:
         ray.init(address=cluster.address)
         assert len([n for n in ray.nodes() if n["Alive"]]) == 3
-        summary = run(cfg, samples, str(tmp_path / "ray"), run_ray)
+        summary = run(cfg, PromptSet(PROMPTS, 1), str(tmp_path / "ray"), run_ray)  # streamed: workers read shards
     finally:
         ray.shutdown()
         cluster.shutdown()
