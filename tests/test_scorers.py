@@ -1,0 +1,197 @@
+"""The scorer registry on the tiny twins: each score equals a hand computation from the model's own
+outputs (loaded here without dnp_batch.scorers), and bad names or weights are one clear error."""
+
+import json
+import math
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers import BlipTextModel, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+from dnp_batch import scorers
+from dnp_batch.scorers import (IMAGEREWARD_MEAN, IMAGEREWARD_STD, imagereward_text_config, imagereward_tokenizer,
+                               load_scorer)
+from dnp_batch.tiny import build_tiny
+from dnp_batch.toyworld.data import dataset
+from dnp_batch.toyworld.judge import judge
+
+PROMPTS = ["a red cube", "a photo of a cat at night", "", "x " * 200]
+
+
+def _images(n=4):
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, (40 + 8 * i, 48, 3), dtype=np.uint8)).convert(["RGB", "L"][i % 2])
+            for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def twins(tmp_path_factory):
+    root = tmp_path_factory.mktemp("twins")
+    return {kind: build_tiny(kind, root / kind) for kind in ("pickscore", "hps", "aesthetic", "imagereward")}
+
+
+def _mlp(state, prefix=""):
+    """The MLP head by hand: Linear layers 0, 2, 4, 6, 7 (dropouts between are identities at eval)."""
+    def run(x):
+        for i, layer in enumerate((0, 2, 4, 6, 7)):
+            x = x @ state[f"{prefix}layers.{layer}.weight"].T + state[f"{prefix}layers.{layer}.bias"]
+        return x.squeeze(-1)
+    return run
+
+
+def test_pickscore_is_logit_scale_times_cosine(twins):
+    d = twins["pickscore"]
+    scorer = load_scorer("pickscore", {"model": str(d), "batch_size": 3})
+    model, processor = CLIPModel.from_pretrained(d).eval(), CLIPProcessor.from_pretrained(d)
+    expected = []
+    with torch.no_grad():
+        for image, prompt in zip(_images(), PROMPTS):
+            out = model(**processor(text=[prompt], images=[image.convert("RGB")], return_tensors="pt",
+                                    padding=True, truncation=True, max_length=77))
+            expected.append(out.logits_per_image[0, 0].item())  # = logit_scale.exp() · cos
+    assert scorer.score(_images(), PROMPTS) == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    assert len(set(round(e, 4) for e in expected)) > 1  # the scores vary: the check can fail
+
+
+def test_hps_is_the_cosine_of_the_checkpoint_loaded_into_open_clip(twins):
+    d = twins["hps"]
+    scorer = load_scorer("hps", {"model": str(d)})
+    model = open_clip.create_model(f"local-dir:{d}")
+    state = torch.load(d / "HPS_v2.1_compressed.pt", weights_only=True)["state_dict"]
+    model.load_state_dict(state)
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{d}")
+    size = model.visual.image_size
+    with torch.no_grad():
+        # HPS pads to square after resizing the longest side: by hand, on a square input it is a plain resize
+        square = [im.convert("RGB").resize((64, 64)) for im in _images()]
+        pixels = torch.stack([open_clip.image_transform(size, False, resize_mode="longest")(im) for im in square])
+        cos = F.cosine_similarity(model.encode_image(pixels), model.encode_text(tokenizer(PROMPTS)), dim=-1)
+    assert scorer.score(square, PROMPTS) == pytest.approx(cos.tolist(), abs=1e-5)
+    assert scorer.model_id == str(d)
+
+
+def test_aesthetic_is_the_mlp_of_the_normalised_clip_image_embedding(twins):
+    d = twins["aesthetic"]
+    scorer = load_scorer("aesthetic", {"model": str(d)})
+    clip, processor = CLIPModel.from_pretrained(d).eval(), CLIPImageProcessor.from_pretrained(d)
+    mlp = _mlp(torch.load(d / "aesthetic-model.pth", weights_only=True))
+    with torch.no_grad():
+        emb = clip.get_image_features(**processor(images=[im.convert("RGB") for im in _images()],
+                                                  return_tensors="pt")).pooler_output
+        expected = mlp(emb / emb.norm(dim=-1, keepdim=True))
+    got = scorer.score(_images(), PROMPTS)
+    assert got == pytest.approx(expected.tolist(), abs=1e-5)
+    assert scorer.score(_images(), ["other"] * 4) == got  # the prompt plays no part
+
+
+def _blip_vit(state, pixels, heads):
+    """BLIP's ViT (timm layout) by hand, from ImageReward.pt's own key names."""
+    p = {k[len("blip.visual_encoder."):]: v for k, v in state.items() if k.startswith("blip.visual_encoder.")}
+    w = p["patch_embed.proj.weight"]
+    x = F.conv2d(pixels, w, p["patch_embed.proj.bias"], stride=w.shape[-1]).flatten(2).transpose(1, 2)
+    x = torch.cat([p["cls_token"].expand(len(x), -1, -1), x], 1) + p["pos_embed"]
+    depth = 1 + max(int(k.split(".")[1]) for k in p if k.startswith("blocks."))
+    width = x.shape[-1]
+    for i in range(depth):
+        b = lambda name: p[f"blocks.{i}.{name}"]  # noqa: E731
+        h = F.layer_norm(x, (width,), b("norm1.weight"), b("norm1.bias"), eps=1e-6)
+        q, k, v = (h @ b("attn.qkv.weight").T + b("attn.qkv.bias")).chunk(3, dim=-1)
+        split = lambda t: t.unflatten(-1, (heads, -1)).transpose(1, 2)  # noqa: E731
+        attn = torch.softmax(split(q) @ split(k).transpose(-1, -2) / math.sqrt(width // heads), -1) @ split(v)
+        x = x + attn.transpose(1, 2).flatten(2) @ b("attn.proj.weight").T + b("attn.proj.bias")
+        h = F.layer_norm(x, (width,), b("norm2.weight"), b("norm2.bias"), eps=1e-6)
+        h = F.gelu(h @ b("mlp.fc1.weight").T + b("mlp.fc1.bias")) @ b("mlp.fc2.weight").T + b("mlp.fc2.bias")
+        x = x + h
+    return F.layer_norm(x, (width,), p["norm.weight"], p["norm.bias"], eps=1e-6)
+
+
+def test_imagereward_is_its_mlp_on_the_cross_attended_cls_token_standardised(twins):
+    from torchvision import transforms
+
+    d = twins["imagereward"]
+    scorer = load_scorer("imagereward", {"model": str(d)})
+    state = torch.load(d / "ImageReward.pt", weights_only=True)
+    med = json.loads((d / "med_config.json").read_text())
+    text = BlipTextModel(imagereward_text_config(med, 64), add_pooling_layer=False).eval()
+    text.load_state_dict({k[len("blip.text_encoder."):]: v for k, v in state.items()
+                          if k.startswith("blip.text_encoder.")}, strict=False)
+    tok = imagereward_tokenizer(str(d))
+    assert len(tok) == med["vocab_size"]  # BERT's vocab + [DEC] + [ENC], as ImageReward's tokenizer
+    prep = transforms.Compose([transforms.Resize(32, interpolation=transforms.InterpolationMode.BICUBIC),
+                               transforms.CenterCrop(32), transforms.ToTensor(),
+                               transforms.Normalize((0.48145466, 0.4578275, 0.40821073),
+                                                    (0.26862954, 0.26130258, 0.27577711))])
+    with torch.no_grad():
+        pixels = torch.stack([prep(im.convert("RGB")) for im in _images()])
+        image_embeds = _blip_vit(state, pixels, heads=1)
+        assert torch.allclose(scorer.vision(pixel_values=pixels).last_hidden_state, image_embeds, atol=1e-5)
+        ids = tok(PROMPTS, padding="max_length", truncation=True, max_length=35, return_tensors="pt")
+        assert ids["input_ids"].shape == (4, 35)
+        out = text(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"], encoder_hidden_states=image_embeds,
+                   encoder_attention_mask=torch.ones(image_embeds.shape[:-1], dtype=torch.long))
+        expected = (_mlp(state, "mlp.")(out.last_hidden_state[:, 0]) - IMAGEREWARD_MEAN) / IMAGEREWARD_STD
+    assert scorer.score(_images(), PROMPTS) == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_imagereward_keys_all_map_and_load_strictly(twins):
+    state = torch.load(twins["imagereward"] / "ImageReward.pt", weights_only=True)
+    parts = {}
+    for key in state:
+        where = scorers.imagereward_key(key)
+        assert where is not None, key
+        parts.setdefault(where[0], set()).add(where[1])
+    scorer = load_scorer("imagereward", {"model": str(twins["imagereward"])})
+    assert parts["vision"] == set(scorer.vision.state_dict())
+    assert parts["text"] == {k for k in scorer.text.state_dict() if "position_ids" not in k}
+    assert any(".crossattention." in k for k in parts["text"])  # the text encoder attends to the image
+
+
+def test_judge_scorer_is_the_judges_all_correct():
+    data = dataset(4, seed=3)
+    images = [Image.fromarray(image) for image, _, _ in data]
+    captions = [caption for _, caption, _ in data]
+    captions = captions[:2] + captions[2:][::-1]  # two images with another scene's caption
+    scorer = load_scorer("judge")
+    got = scorer.score(images + images[:1], captions + ["a photo of an astronaut"])
+    assert got[:4] == [judge(im, c)["all"] for im, c in zip(images, captions)]
+    assert got[:2] == [1.0, 1.0] and 0.0 in got[2:4]
+    assert got[4] is None and scorer.model_id == "toyworld-judge"
+
+
+def test_tiny_names_load_the_cached_twins_and_scores_are_batched_the_same():
+    one = load_scorer("pickscore", {"model": "tiny-pickscore", "batch_size": 1})
+    many = load_scorer("pickscore", {"model": "tiny-pickscore", "batch_size": 8})
+    assert one.model_id == "tiny-pickscore"
+    assert one.score(_images(), PROMPTS) == pytest.approx(many.score(_images(), PROMPTS), abs=1e-5)
+
+
+@pytest.mark.parametrize("name,settings,message", [
+    ("pickscor", {}, "unknown scorer 'pickscor'; known: clip, pickscore"),
+    ("hps", {"model": "not a hub id"}, "scorer hps: model 'not a hub id' is neither a local directory nor a hub id"),
+    ("pickscore", {"modle": "x/y"}, "modle"),
+])
+def test_bad_names_and_settings(name, settings, message):
+    with pytest.raises(ValueError, match=None) as err:
+        load_scorer(name, settings)
+    assert message in str(err.value)
+
+
+def test_a_dir_without_the_checkpoint_is_named(tmp_path):
+    with pytest.raises(ValueError) as err:
+        load_scorer("aesthetic", {"model": str(tmp_path)})
+    assert str(err.value).startswith(f"scorer aesthetic: model {tmp_path} holds no aesthetic-model.pth")
+
+
+def test_unloadable_weights_are_one_line(twins, tmp_path):
+    bad = tmp_path / "hps"
+    bad.mkdir()
+    (bad / "open_clip_config.json").write_text((twins["hps"] / "open_clip_config.json").read_text())
+    (bad / "HPS_v2.1_compressed.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError) as err:
+        load_scorer("hps", {"model": str(bad)})
+    assert str(err.value).startswith(f"scorer hps: could not load '{bad}'") and "\n" not in str(err.value)
