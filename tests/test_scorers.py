@@ -195,3 +195,23 @@ def test_unloadable_weights_are_one_line(twins, tmp_path):
     with pytest.raises(ValueError) as err:
         load_scorer("hps", {"model": str(bad)})
     assert str(err.value).startswith(f"scorer hps: could not load '{bad}'") and "\n" not in str(err.value)
+
+
+ALL_TINY = ["--set", "scores=[clip,pickscore,hps,imagereward,aesthetic]",
+            *(f"--set=scorers.{n}.model=tiny-{n}" for n in ("pickscore", "hps", "imagereward", "aesthetic"))]
+
+
+def test_a_job_records_every_configured_score_with_its_model(tmp_path):
+    from jobutil import FAST, PROMPTS, records, run_job
+
+    assert run_job("--prompts", PROMPTS, "--config", FAST, "--out", tmp_path / "plain") == 0
+    assert run_job("--prompts", PROMPTS, "--config", FAST, *ALL_TINY, "--out", tmp_path / "all") == 0
+    plain, scored = records(tmp_path / "plain"), records(tmp_path / "all")
+    assert set(plain) == set(scored)
+    for key, rec in scored.items():
+        assert set(rec["scores"]) == {"clip", "pickscore", "hps", "imagereward", "aesthetic"}
+        assert rec["scores"]["pickscore"]["model"] == "tiny-pickscore"
+        assert all(isinstance(v["score"], float) and math.isfinite(v["score"]) for v in rec["scores"].values())
+        # CLIP's numbers do not move, and clip_score stays beside the mapping
+        assert rec["clip_score"] == rec["scores"]["clip"]["score"] == plain[key]["clip_score"]
+        assert plain[key]["scores"] == {"clip": {"score": plain[key]["clip_score"], "model": "tiny-clip"}}
