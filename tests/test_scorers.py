@@ -215,3 +215,107 @@ def test_a_job_records_every_configured_score_with_its_model(tmp_path):
         # CLIP's numbers do not move, and clip_score stays beside the mapping
         assert rec["clip_score"] == rec["scores"]["clip"]["score"] == plain[key]["clip_score"]
         assert plain[key]["scores"] == {"clip": {"score": plain[key]["clip_score"], "model": "tiny-clip"}}
+
+
+@pytest.fixture(scope="module")
+def scored_runs(tmp_path_factory):
+    """cfg and answer over the example prompts (seeds 0, 1), scored by clip, pickscore and aesthetic."""
+    from jobutil import FAST, PROMPTS, run_job
+
+    root = tmp_path_factory.mktemp("scored-runs")
+    extra = ["--set", "scores=[clip,pickscore,aesthetic]", "--set", "scorers.pickscore.model=tiny-pickscore",
+             "--set", "scorers.aesthetic.model=tiny-aesthetic", "--seeds", "0,1", "--set", "steps=4"]
+    for method in ("cfg", "answer"):
+        assert run_job("--prompts", PROMPTS, "--config", FAST, "--method", method, *extra,
+                       "--out", root / method) == 0
+    return root
+
+
+def _run_pairs(*args) -> int:
+    import importlib.util
+
+    from jobutil import REPO
+
+    spec = importlib.util.spec_from_file_location("pairs_job", REPO / "jobs" / "pairs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main([str(a) for a in args])
+
+
+def test_pairs_labelled_by_pickscore_load_the_diffusion_dpo_way(scored_runs, tmp_path):
+    """pairs.parquet read as Diffusion-DPO's train.py reads Pick-a-Pic: datasets' parquet loader,
+    `Image.open(io.BytesIO(row["jpg_0"]))`, label_0 in {0, 0.5, 1}, ties dropped, the loser flipped second."""
+    import io
+
+    import datasets
+
+    from jobutil import records
+
+    out = tmp_path / "pairs"
+    assert _run_pairs("--runs", scored_runs / "cfg", scored_runs / "answer", "--scorer", "pickscore",
+                      "--out", out) == 0
+    stored = {name: records(scored_runs / name) for name in ("cfg", "answer")}
+    manifest = json.loads((out / "pairs_manifest.json").read_text())
+    assert manifest["inputs"]["scorer"] == "pickscore" and manifest["counts"]["pairs"] == 8
+
+    ds = datasets.load_dataset("parquet", data_files=str(out / "pairs.parquet"), split="train")
+    assert set(ds["label_0"]) <= {0, 0.5, 1}
+    kept = ds.select([i for i, label_0 in enumerate(ds["label_0"]) if label_0 in (0, 1)])
+    assert len(kept) == 8  # random twins: no ties
+    for row in kept:
+        images = [Image.open(io.BytesIO(row[c])).convert("RGB") for c in ("jpg_0", "jpg_1")]
+        assert all(im.size == (64, 64) for im in images)
+        key = row["key"].rsplit("-", 2)[0]
+        s0 = stored[row["model_0"]][key]["scores"]["pickscore"]["score"]
+        s1 = stored[row["model_1"]][key]["scores"]["pickscore"]["score"]
+        assert (row["score_0"], row["score_1"]) == (s0, s1)
+        winner = images if row["label_0"] == 1 else images[::-1]  # DPO: if label_0 == 0, flip
+        assert winner[0].tobytes() == images[0 if s0 > s1 else 1].tobytes()
+        assert row["caption"] == stored["cfg"][key]["prompt"]
+
+
+def test_weighted_pairs_with_a_margin_load_the_diffusion_orpo_way(scored_runs, tmp_path):
+    """The WebDataset read as diffusers' train_diffusion_orpo_sdxl_lora_wds.py reads it:
+    decode("pil") and rename(original_prompt=..., jpg_0=..., jpg_1=..., label_0=..., label_1=...)."""
+    import webdataset as wds
+
+    from jobutil import records
+
+    stored = {name: records(scored_runs / name) for name in ("cfg", "answer")}
+
+    def total(run, key):
+        s = stored[run][key]["scores"]
+        return s["pickscore"]["score"] + 0.5 * s["aesthetic"]["score"]
+
+    gaps = sorted(abs(total("cfg", k) - total("answer", k)) for k in stored["cfg"])
+    margin = (gaps[3] + gaps[4]) / 2  # half the pairs fall under it
+    out = tmp_path / "pairs"
+    assert _run_pairs("--runs", scored_runs / "cfg", scored_runs / "answer", "--scorer", "pickscore=1,aesthetic=0.5",
+                      "--min-margin", margin, "--out", out) == 0
+    manifest = json.loads((out / "pairs_manifest.json").read_text())
+    assert manifest["counts"]["pairs"] == 4 and manifest["counts"]["skipped_by_margin"] == 4
+    assert manifest["inputs"]["scorer_settings"]["weights"] == {"pickscore": 1.0, "aesthetic": 0.5}
+
+    tars = [str(p) for p in sorted(out.glob("pairs-*.tar"))]
+    dataset = (wds.WebDataset(tars, shardshuffle=False).decode("pil")
+               .rename(original_prompt="original_prompt.txt", jpg_0="jpg_0.jpg", jpg_1="jpg_1.jpg",
+                       label_0="label_0.txt", label_1="label_1.txt"))
+    samples = list(dataset)
+    assert len(samples) == 4
+    for sample in samples:
+        key = sample["__key__"].rsplit("-", 2)[0]
+        assert isinstance(sample["jpg_0"], Image.Image) and sample["jpg_1"].size == sample["jpg_0"].size
+        assert sample["original_prompt"] == stored["cfg"][key]["prompt"]
+        assert float(sample["label_0"]) in (0.0, 1.0) and float(sample["label_0"]) + float(sample["label_1"]) == 1
+        assert abs(total("cfg", key) - total("answer", key)) >= margin
+        assert (float(sample["label_0"]) == 1) == (total("cfg", key) > total("answer", key))
+
+
+def test_pairs_on_a_score_the_runs_did_not_store(scored_runs, tmp_path, capsys):
+    assert _run_pairs("--runs", scored_runs / "cfg", scored_runs / "answer", "--scorer", "hps",
+                      "--out", tmp_path / "p") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: run cfg has no hps score for") and "scores: [..., hps]" in err
+    assert _run_pairs("--runs", scored_runs / "cfg", scored_runs / "answer", "--scorer", "pickscore=x",
+                      "--out", tmp_path / "p") == 2
+    assert "the weight of pickscore must be a number" in capsys.readouterr().err
