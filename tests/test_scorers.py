@@ -319,3 +319,45 @@ def test_pairs_on_a_score_the_runs_did_not_store(scored_runs, tmp_path, capsys):
     assert _run_pairs("--runs", scored_runs / "cfg", scored_runs / "answer", "--scorer", "pickscore=x",
                       "--out", tmp_path / "p") == 2
     assert "the weight of pickscore must be a number" in capsys.readouterr().err
+
+
+def test_a_tiny_sweeps_report_shows_several_scores(tmp_path):
+    """Three points scored by clip, pickscore and hps: the summary has each score's mean and 95%
+    interval, the paired comparison runs on a chosen score, and every score gets its plot."""
+    import pandas as pd
+
+    from dnp_batch import report
+    from jobutil import FAST, PROMPTS, records, run_job
+
+    points = []
+    for name, (method, w) in {"cfg_w3": ("cfg", 3.0), "cfg_w7": ("cfg", 7.0), "answer_w7": ("answer", 7.0)}.items():
+        assert run_job("--prompts", PROMPTS, "--config", FAST, "--method", method, "--set", f"guidance_scale={w}",
+                       "--set", "steps=4", "--seeds", "2", "--set", "scores=[clip,pickscore,hps]",
+                       "--set", "scorers.pickscore.model=tiny-pickscore", "--set", "scorers.hps.model=tiny-hps",
+                       "--out", tmp_path / "points" / name) == 0
+        points.append({"name": name, "overrides": {"method": method, "guidance_scale": w}, "dir": f"points/{name}"})
+    (tmp_path / "sweep.json").write_text(json.dumps({"name": "scored", "baseline": "cfg_w7", "points": points}))
+
+    runs, baseline = report.load_runs(tmp_path)
+    summary = report.summarize(runs)
+    for score in ("clip", "pickscore", "hps"):
+        assert {f"{score}_mean", f"{score}_ci_low", f"{score}_ci_high"} <= set(summary.columns)
+        assert (summary[f"{score}_ci_low"] < summary[f"{score}_mean"]).all()
+        assert (summary[f"{score}_mean"] < summary[f"{score}_ci_high"]).all()
+    recs = records(tmp_path / "points" / "cfg_w3")
+    by_hand = sum(r["scores"]["pickscore"]["score"] for r in recs.values()) / len(recs)
+    assert summary.set_index("point").loc["cfg_w3", "pickscore_mean"] == pytest.approx(by_hand)
+
+    on_pick = report.compare(runs, baseline, score="pickscore")
+    on_clip = report.compare(runs, baseline)
+    assert on_pick["n_pairs"].tolist() == [8, 8]
+    assert not on_pick["mean_delta"].equals(on_clip["mean_delta"])  # another score, other deltas
+    with pytest.raises(ValueError, match="no run stored the score 'aesthetic'; compare on one of: clip, hps, pickscore"):
+        report.compare(runs, baseline, score="aesthetic")
+
+    index = report.write_report(tmp_path, tmp_path / "report", score="hps")
+    html = index.read_text()
+    for plot in ("clip_vs_guidance.png", "pickscore_vs_guidance.png", "hps_vs_guidance.png"):
+        assert (tmp_path / "report" / plot).is_file() and plot in html
+    assert "pickscore_mean" in html and "Wins/losses/ties on the hps score" in html
+    assert pd.read_csv(tmp_path / "summary.csv")["hps_mean"].notna().all()
