@@ -361,3 +361,18 @@ def test_a_tiny_sweeps_report_shows_several_scores(tmp_path):
         assert (tmp_path / "report" / plot).is_file() and plot in html
     assert "pickscore_mean" in html and "Wins/losses/ties on the hps score" in html
     assert pd.read_csv(tmp_path / "summary.csv")["hps_mean"].notna().all()
+
+
+def test_scorer_bench_prints_seconds_per_image_for_every_scorer():
+    import subprocess
+    import sys
+
+    from jobutil import REPO
+
+    proc = subprocess.run([sys.executable, "bench/scorers.py", "--images", "4", "--size", "32", "--repeats", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rates = {line.split()[1]: float(line.split()[2]) for line in proc.stdout.splitlines()
+             if line.startswith("seconds_per_image ")}
+    assert set(rates) == {"clip", "pickscore", "hps", "imagereward", "aesthetic", "judge"}
+    assert all(rate > 0 for rate in rates.values())
