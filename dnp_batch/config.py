@@ -205,6 +205,6 @@ def load_config(path: str | Path | None = None, sets: list[str] = (), **override
         return JobConfig(**data)
     except ValidationError as e:
         where = f"config file {path}" if path else "config"
-        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" if err["loc"]
-                             else err["msg"].removeprefix("Value error, ") for err in e.errors())
+        messages = [(err["loc"], err["msg"].removeprefix("Value error, ")) for err in e.errors()]
+        problems = "; ".join(f"{'.'.join(map(str, loc))}: {msg}" if loc else msg for loc, msg in messages)
         raise ValueError(f"{where}: {problems}") from None

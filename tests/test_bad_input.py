@@ -60,7 +60,7 @@ CASES = [
     ("wrong --set type", "p.jsonl", OK, ["--set", "steps=many"], "steps: Input should be a valid integer"),
     ("bad --seeds", "p.jsonl", OK, ["--seeds", "-1"], "--seeds must be a count N"),
     ("unknown scorer", "p.jsonl", OK, ["--config", str(FAST), "--set", "scores=[clip,pickscor]"],
-     "scores: Value error, unknown scorer 'pickscor'; known: clip, pickscore, hps"),
+     "scores: unknown scorer 'pickscor'; known: clip, pickscore, hps"),
     ("scorer weights neither a dir nor a hub id", "p.jsonl", OK,
      ["--config", str(FAST), "--set", "scores=[hps]", "--set", "scorers.hps.model=/no/such/hps"],
      "scorer hps: model '/no/such/hps' is neither a local directory nor a hub id"),
