@@ -9,7 +9,7 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError,
                       create_model, model_validator)
 
-from . import api, methods
+from . import api, methods, scorers
 from .models import JUDGE_CAPTIONER, SCHEDULERS, TOY_MODEL
 
 
@@ -29,6 +29,24 @@ class ClipSettings(_Strict):
     model: str | None = "tiny-clip"  # open_clip name (e.g. ViT-H-14), local dir, tiny-clip; None: no score
     pretrained: str | None = None  # open_clip pretrained tag (e.g. laion2b_s32b_b79k)
     batch_size: int = Field(32, ge=1)
+
+
+# One section per scorer with weights besides CLIP (whose settings stay in `clip:`), from the registry:
+# `scorers: {pickscore: {model: ..., processor: ...}, hps: {...}, ...}`; defaults: the published weights.
+ScorersSettings = create_model(
+    "ScorersSettings", __base__=_Strict, __module__=__name__,
+    **{name: (model, model()) for name, model in scorers.SETTINGS.items()},
+)
+
+
+def _known_scores(names: list[str] | None) -> list[str] | None:
+    if names is None:
+        return None
+    for name in names:
+        scorers.get(name)  # unknown -> "unknown scorer 'x'; known: ..."
+    if len(set(names)) != len(names):
+        raise ValueError(f"scores {names} names a scorer twice; name each once")
+    return names
 
 
 class StageResources(_Strict):
@@ -78,8 +96,12 @@ class _JobSettings(_Strict):
     batch_size: int = Field(4, ge=1)
     cpu_threads: int = Field(1, ge=1)  # torch threads per stage on CPU: fixed, so bytes don't depend on placement
     captioner: CaptionerSettings = CaptionerSettings()
-    clip: ClipSettings = ClipSettings()
+    clip: ClipSettings = ClipSettings()  # the `clip` scorer's weights
     judge: bool | None = None  # the toy world's exact judge in every record; None: on for toy-shapes
+    # The scores every record carries (dnp_batch.scorers: clip, pickscore, hps, imagereward, aesthetic,
+    # judge); None: clip (unless clip.model is null) plus the judge where `judge` puts it on.
+    scores: Annotated[list[str] | None, AfterValidator(_known_scores)] = None
+    scorers: ScorersSettings = ScorersSettings()  # the other scorers' weights (hub ids, local dirs, tiny-*)
     output: OutputSettings = OutputSettings()
     stages: StagesSettings = StagesSettings()
 
@@ -92,6 +114,33 @@ class _JobSettings(_Strict):
             captioner.setdefault("model", JUDGE_CAPTIONER)
             data = {**data, "captioner": captioner}
         return data
+
+
+    @model_validator(mode="after")
+    def _scores_agree(self):
+        if self.scores is not None:
+            if "clip" in self.scores and not self.clip.model:
+                raise ValueError("scores lists clip but clip.model is null; name a CLIP model or drop clip")
+            if self.judge is not None and self.judge != ("judge" in self.scores):
+                raise ValueError(f"judge: {str(self.judge).lower()} disagrees with scores {self.scores}; "
+                                 "list judge in scores (or not) and drop the judge key")
+        return self
+
+    def judged(self) -> bool:
+        """The toy world's exact judge runs (records get `judge`, `quality` and the `judge` score)."""
+        if self.scores is not None:
+            return "judge" in self.scores
+        return self.model == TOY_MODEL if self.judge is None else self.judge
+
+    def score_names(self) -> list[str]:
+        """The scorers every record carries, in order."""
+        if self.scores is not None:
+            return list(self.scores)
+        return (["clip"] if self.clip.model else []) + (["judge"] if self.judged() else [])
+
+    def scorer_settings(self, name: str):
+        """The settings the registry loads scorer `name` with (`clip:` for clip, else `scorers.NAME`)."""
+        return self.clip if name == "clip" else getattr(self.scorers, name, None)
 
 
 JobConfig = create_model(
@@ -156,5 +205,6 @@ def load_config(path: str | Path | None = None, sets: list[str] = (), **override
         return JobConfig(**data)
     except ValidationError as e:
         where = f"config file {path}" if path else "config"
-        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        messages = [(err["loc"], err["msg"].removeprefix("Value error, ")) for err in e.errors()]
+        problems = "; ".join(f"{'.'.join(map(str, loc))}: {msg}" if loc else msg for loc, msg in messages)
         raise ValueError(f"{where}: {problems}") from None

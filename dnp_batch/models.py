@@ -149,7 +149,9 @@ def library_versions() -> dict[str, str]:
 
 # ---- names a config may give besides a hub id or a local dir: one place for all of them ----
 
-TINY_MODELS = {"tiny-sdxl": "sdxl", "tiny-sd": "sd", "tiny-blip2": "blip2", "tiny-clip": "clip"}
+TINY_MODELS = {"tiny-sdxl": "sdxl", "tiny-sd": "sd", "tiny-blip2": "blip2", "tiny-clip": "clip",
+               "tiny-pickscore": "pickscore", "tiny-hps": "hps", "tiny-imagereward": "imagereward",
+               "tiny-aesthetic": "aesthetic"}
 TOY_MODEL = "toy-shapes"  # the trained toy-world model committed in models/toy-shapes
 TOY_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / TOY_MODEL
 JUDGE_CAPTIONER = JudgeCaptioner.model_id  # "toyworld-judge": the toy world's exact judge as a captioner

@@ -20,10 +20,9 @@ Layout of OUT (any fsspec URL):
 
 Scorers are pluggable: a class with a `name` and
 `score(prompts, images, records) -> list[float]` (one float per image, higher is better),
-registered in `SCORERS` under its name. PickScore, HPSv2 or ImageReward plug in the same way:
-load the model in `__init__` (e.g. PickScore's CLIP-H processor and model from the hub, HPSv2's
-`hpsv2.score`, ImageReward's `RM.load("ImageReward-v1.0")`), score each (prompt, image) in
-`score`, and add the class with `register_scorer`; `jobs/pairs.py --scorer NAME` then uses it.
+registered in `SCORERS` under its name. Besides those, any score the runs stored (a name of
+`dnp_batch.scorers`: `pickscore`, `hps`, `imagereward`, `aesthetic`, `judge`, read from each
+record's `scores` mapping) labels pairs, or a weighted sum of several (`"pickscore=1,hps=0.5"`).
 """
 
 from __future__ import annotations
@@ -112,14 +111,65 @@ class ClipRecomputeScorer:
         return self.clip.score(list(images), list(prompts))
 
 
+class StoredScores:
+    """A weighted sum of the scores each run stored in its records' `scores` mapping (written by
+    the scoring stage of dnp_batch.scorers); `"pickscore"` alone is weight 1."""
+
+    def __init__(self, weights: dict[str, float]):
+        self.weights = dict(weights)
+        self.name = ",".join(n if w == 1 and len(weights) == 1 else f"{n}={w:g}" for n, w in self.weights.items())
+        self.settings = {"weights": self.weights, "stored": True}
+
+    def score(self, prompts: list[str], images: list[Image.Image], records: list[dict]) -> list[float]:
+        out = []
+        for record in records:
+            stored = record.get("scores") or {}
+            total = 0.0
+            for name, weight in self.weights.items():
+                value = (stored.get(name) or {}).get("score")
+                if value is None:
+                    raise MissingScore(record.get("id"), f"{name} score",
+                                       f"generate with scores: [..., {name}] in the job config")
+                total += weight * float(value)
+            out.append(total)
+        return out
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """`"pickscore"` -> {pickscore: 1}; `"pickscore=1,hps=0.5"` -> {pickscore: 1, hps: 0.5}; names from
+    dnp_batch.scorers."""
+    from . import scorers
+
+    weights: dict[str, float] = {}
+    for part in [p.strip() for p in text.split(",")]:
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if name not in scorers.REGISTRY:
+            known = ", ".join([*sorted(SCORERS), *scorers.NAMES[1:]])
+            raise ValueError(f"unknown scorer {name!r} in --scorer {text!r}; known: {known}, or a weighted sum "
+                             f"such as pickscore=1,hps=0.5")
+        try:
+            weight = float(value) if sep else 1.0
+        except ValueError:
+            raise ValueError(f"--scorer {text!r}: the weight of {name} must be a number, got {value!r}") from None
+        if not math.isfinite(weight) or name in weights:
+            raise ValueError(f"--scorer {text!r}: name each scorer once with a finite weight")
+        weights[name] = weight
+    return weights
+
+
 def get_scorer(scorer, **settings):
-    """A scorer instance from a `SCORERS` name (with constructor settings) or an instance as is."""
+    """A scorer instance from a `SCORERS` name (with constructor settings), a stored score's name or
+    weighted sum (`"pickscore"`, `"pickscore=1,hps=0.5"`), or an instance as is."""
     if not isinstance(scorer, str):
         if settings:
             raise ValueError("scorer settings are for a scorer given by name, not an instance")
         return scorer
     if scorer not in SCORERS:
-        raise ValueError(f"unknown scorer {scorer!r}; known: {', '.join(sorted(SCORERS))}")
+        weights = parse_weights(scorer)
+        if settings:
+            raise ValueError(f"scorer {scorer!r} reads stored scores and takes no settings {sorted(settings)}")
+        return StoredScores(weights)
     try:
         return SCORERS[scorer](**settings)
     except TypeError as e:

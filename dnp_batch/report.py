@@ -96,6 +96,12 @@ def expand_index(table: pd.DataFrame) -> pd.DataFrame:
         for k in keys:
             df[f"{section}.{k}"] = pd.Series([(r.get(section) or {}).get(k) for r in records],
                                              index=df.index, dtype=object).infer_objects()
+    # every stored score but CLIP's (clip_score) as `score.NAME` (records' `scores` mapping, dnp_batch.scorers)
+    names = dict.fromkeys(n for r in records for n in (r.get("scores") or {}) if n != "clip")
+    for name in names:
+        df[f"score.{name}"] = pd.to_numeric(pd.Series(
+            [((r.get("scores") or {}).get(name) or {}).get("score") for r in records], index=df.index, dtype=object),
+            errors="coerce")
     df["prompt_id"] = [key[: -len(f"_{seed}")] if key.endswith(f"_{seed}") else key
                        for key, seed in zip(df["key"], df["seed"])]
     return df
@@ -161,9 +167,21 @@ def t_interval(values) -> tuple[float, float, float]:
     return mean, float(low), float(high)
 
 
+def score_names(runs: dict[str, RunData]) -> list[str]:
+    """The stored scores besides CLIP's in any run (the judge's all-correct has its own columns)."""
+    return [n for n in dict.fromkeys(c[len("score."):] for run in runs.values() for c in run.index.columns
+                                     if c.startswith("score.")) if n != "judge"]
+
+
+def score_stats(names: list[str]) -> list[str]:
+    return [f"{n}_{stat}" for n in names for stat in ("mean", "ci_low", "ci_high")]
+
+
 def summarize(runs: dict[str, RunData]) -> pd.DataFrame:
     """One row per point: its parameters, sample and failure counts, mean CLIP score with its 95%
-    t-interval, mean NFE and seconds per image (over ok samples)."""
+    t-interval, mean NFE and seconds per image (over ok samples); then each other stored score's mean
+    with its 95% t-interval (`pickscore_mean`, `pickscore_ci_low`, ...)."""
+    names = score_names(runs)
     params = _param_columns(runs)
     rows = []
     for name, run in runs.items():
@@ -178,10 +196,14 @@ def summarize(runs: dict[str, RunData]) -> pd.DataFrame:
         row.update(n=len(ok), failures=int((df["status"] != "ok").sum()), clip_mean=mean, clip_ci_low=low,
                    clip_ci_high=high, nfe_mean=float(ok["nfe"].astype(float).mean()) if len(ok) else math.nan,
                    seconds_per_image=float(ok["seconds"].astype(float).mean()) if len(ok) else math.nan)
+        for score in names:
+            values = ok[f"score.{score}"].dropna() if f"score.{score}" in ok else []
+            row.update(zip(score_stats([score]), t_interval(values)))
         row.update(_judge_stats(ok))
         rows.append(row)
     judged = [c for c in JUDGE_STATS if any(c in r for r in rows)]
-    summary = pd.DataFrame(rows, columns=["point", "method", "guidance_scale", *params, *SUMMARY_STATS, *judged])
+    summary = pd.DataFrame(rows, columns=["point", "method", "guidance_scale", *params, *SUMMARY_STATS,
+                                          *score_stats(names), *judged])
     summary["guidance_scale"] = pd.to_numeric(summary["guidance_scale"], errors="coerce")
     return summary
 
@@ -211,25 +233,35 @@ def _judged(run: RunData) -> pd.Series:
     return pd.Series(ok["judge.all"].to_numpy(float), index=ok["key"].to_numpy())
 
 
-def _scores(run: RunData) -> pd.Series:
-    df = run.index
-    ok = df[(df["status"] == "ok") & df["clip_score"].notna()]
-    return pd.Series(ok["clip_score"].to_numpy(float), index=ok["key"].to_numpy())
+def _score_column(score: str) -> str:
+    return "clip_score" if score == "clip" else f"score.{score}"
 
 
-def compare(runs: dict[str, RunData], baseline: str | None) -> pd.DataFrame:
+def _scores(run: RunData, score: str = "clip") -> pd.Series:
+    df, column = run.index, _score_column(score)
+    if column not in df:
+        return pd.Series(dtype=float)
+    ok = df[(df["status"] == "ok") & df[column].notna()]
+    return pd.Series(ok[column].to_numpy(float), index=ok["key"].to_numpy())
+
+
+def compare(runs: dict[str, RunData], baseline: str | None, score: str = "clip") -> pd.DataFrame:
     """Each point against the baseline, paired by sample key (scored and ok in both): wins, losses and
-    ties on CLIP score, win rate over decided pairs, the sign test's two-sided p-value, mean delta.
-    Empty without a baseline; the baseline's own row is left out."""
+    ties on `score` (CLIP's by default, or any stored score: pickscore, hps, ...), win rate over decided
+    pairs, the sign test's two-sided p-value, mean delta. Empty without a baseline; the baseline's own
+    row is left out."""
     if baseline is not None and baseline not in runs:
         raise ValueError(f"baseline {baseline!r} is not a point; use one of {list(runs)}")
+    if score != "clip" and not any(_score_column(score) in run.index for run in runs.values()):
+        stored = ", ".join(["clip", *score_names(runs)])
+        raise ValueError(f"no run stored the score {score!r}; compare on one of: {stored}")
     rows = []
     if baseline is not None:
-        base = _scores(runs[baseline])
+        base = _scores(runs[baseline], score)
         for name, run in runs.items():
             if name == baseline:
                 continue
-            pairs = pd.concat([_scores(run), base], axis=1, join="inner", keys=["point", "baseline"])
+            pairs = pd.concat([_scores(run, score), base], axis=1, join="inner", keys=["point", "baseline"])
             delta = pairs["point"] - pairs["baseline"]
             wins, losses = int((delta > 0).sum()), int((delta < 0).sum())
             decided = wins + losses
@@ -283,9 +315,9 @@ def _write_tables(summary: pd.DataFrame, comparison: pd.DataFrame, out_dir) -> l
     return paths
 
 
-def write_tables(runs: dict[str, RunData], out_dir, baseline: str | None) -> list[Path]:
-    """summary.parquet/.csv and comparison.parquet/.csv in out_dir; returns their paths."""
-    return _write_tables(summarize(runs), compare(runs, baseline), out_dir)
+def write_tables(runs: dict[str, RunData], out_dir, baseline: str | None, score: str = "clip") -> list[Path]:
+    """summary.parquet/.csv and comparison.parquet/.csv (on `score`) in out_dir; returns their paths."""
+    return _write_tables(summarize(runs), compare(runs, baseline, score), out_dir)
 
 
 def _series_label(row: pd.Series, params: list[str]) -> str:
@@ -299,6 +331,12 @@ def plot_clip_vs_guidance(summary: pd.DataFrame, path) -> Path:
                              f"CLIP score (mean, {CONFIDENCE:.0%} CI)", "CLIP score vs guidance scale")
 
 
+def plot_score_vs_guidance(summary: pd.DataFrame, path, score: str) -> Path:
+    """A stored score's mean (pickscore, hps, ...) against guidance scale, 95% CI bars."""
+    return _plot_vs_guidance(summary, path, tuple(score_stats([score])), f"no {score} scores",
+                             f"{score} (mean, {CONFIDENCE:.0%} CI)", f"{score} vs guidance scale")
+
+
 def plot_judge_vs_guidance(summary: pd.DataFrame, path) -> Path:
     """The toy judge's all-correct against guidance scale, 95% Wilson bars."""
     return _plot_vs_guidance(summary, path, ("judge_all", "judge_all_ci_low", "judge_all_ci_high"), "no judge",
@@ -310,7 +348,8 @@ def _plot_vs_guidance(summary: pd.DataFrame, path, cols: tuple[str, str, str], e
     mean_col, low_col, high_col = cols
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.add_subplot()
-    params = [c for c in summary.columns if c not in ("point", "method", "guidance_scale", *SUMMARY_STATS, *JUDGE_STATS)]
+    params = [c for c in summary.columns if c not in ("point", "method", "guidance_scale", *SUMMARY_STATS, *JUDGE_STATS)
+              and not c.endswith(("_mean", "_ci_low", "_ci_high"))]
     data = summary.dropna(subset=[mean_col, "guidance_scale"])
     if data.empty:
         ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
@@ -480,7 +519,8 @@ img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 <body>
 <h1>{{ title }}</h1>
 <p class="note">{{ kind }} at <code>{{ path }}</code>: {{ summary.rows | length }} point(s){% if baseline %},
-baseline <b>{{ baseline }}</b>{% endif %}. CLIP intervals are {{ confidence }} Student-t intervals of the mean.</p>
+baseline <b>{{ baseline }}</b>{% endif %}. Score intervals (CLIP{% for s in scores %}, {{ s }}{% endfor %}) are
+{{ confidence }} Student-t intervals of the mean.</p>
 
 <h2>Summary</h2>
 {% macro table(t, highlight=None, cls="") %}
@@ -495,7 +535,7 @@ baseline <b>{{ baseline }}</b>{% endif %}. CLIP intervals are {{ confidence }} S
 
 <h2>Paired comparison{% if baseline %} vs {{ baseline }}{% endif %}</h2>
 {% if comparison.rows %}
-<p class="note">Samples paired by key (ok and scored in both). Wins/losses/ties on CLIP score; win rate
+<p class="note">Samples paired by key (ok and scored in both). Wins/losses/ties on the {{ score }} score; win rate
 over decided pairs; p: two-sided sign test. Where records carry the toy world's judge: judge_wins/losses are
 samples all-correct on one side only, judge_p the exact McNemar test, judge_delta the difference in
 all-correct.</p>
@@ -521,17 +561,19 @@ without one){% endif %}.</p>
 """
 
 
-def write_report(path, out_dir=None) -> Path:
+def write_report(path, out_dir=None, score: str = "clip") -> Path:
     """Tables into `path`, and an HTML report with plots and contact sheets into `path/report/` (or
-    out_dir); returns the index.html path."""
+    out_dir), the paired comparison on `score`; returns the index.html path."""
     runs, baseline = load_runs(path)
     root = Path(path)
     out = Path(out_dir) if out_dir is not None else root / "report"
     out.mkdir(parents=True, exist_ok=True)
-    summary, comparison = summarize(runs), compare(runs, baseline)
+    summary, comparison = summarize(runs), compare(runs, baseline, score)
     _write_tables(summary, comparison, root)
     plots = [plot_clip_vs_guidance(summary, out / "clip_vs_guidance.png"),
              plot_clip_vs_nfe(summary, out / "clip_vs_nfe.png")]
+    for name in score_names(runs):
+        plots.append(plot_score_vs_guidance(summary, out / f"{name}_vs_guidance.png", name))
     if "judge_all" in summary:
         plots.append(plot_judge_vs_guidance(summary, out / "judge_vs_guidance.png"))
     sheets = contact_sheets(runs, out)
@@ -542,7 +584,7 @@ def write_report(path, out_dir=None) -> Path:
     html = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True).from_string(TEMPLATE).render(
         title=title, kind="Sweep" if sweep else "Run", path=str(root), baseline=baseline,
         confidence=f"{CONFIDENCE:.0%}", summary=_table(summary), comparison=_table(comparison),
-        plots=[p.name for p in plots], sheets=[s.name for s in sheets], seed=seed, prompts=_table(prompts),
+        scores=score_names(runs), score=score, plots=[p.name for p in plots], sheets=[s.name for s in sheets], seed=seed, prompts=_table(prompts),
     )
     index = out / "index.html"
     index.write_text(html)

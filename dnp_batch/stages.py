@@ -25,14 +25,15 @@ from .captioner import Captioner, check_captioner_source
 from .config import JobConfig, StageResources
 from .models import (JUDGE_CAPTIONER, SCHEDULERS, TINY_MODELS, TOY_MODEL, check_pipeline_source, library_versions,
                      load_pipeline, model_digest, model_revision, resolve_model)
+from . import scorers as score_registry
 from .prompts import PromptSet, Sample, Samples
-from .scoring import ClipScorer, check_clip_source
+from .scoring import check_clip_source
 from .sink import ShardSink, encode_image
 from .toyworld.data import parse_caption
 from .toyworld.judge import JudgeCaptioner, judge, quality
 
 def uses_judge(cfg: JobConfig) -> bool:
-    return cfg.model == TOY_MODEL if cfg.judge is None else cfg.judge
+    return cfg.judged()
 
 
 def judge_prompt(image, prompt: str) -> dict | None:
@@ -66,8 +67,12 @@ def check_sources(cfg: JobConfig) -> None:
     check_pipeline_source(resolve_model(cfg.model) if cfg.model == TOY_MODEL else cfg.model)
     if methods.get(cfg.method).needs_captioner and cfg.captioner.model not in (*TINY_MODELS, JUDGE_CAPTIONER):
         check_captioner_source(cfg.captioner.model)
-    if cfg.clip.model and cfg.clip.model not in TINY_MODELS:
-        check_clip_source(cfg.clip.model, cfg.clip.pretrained)
+    for name in cfg.score_names():
+        if name == "clip":
+            if cfg.clip.model not in TINY_MODELS:
+                check_clip_source(cfg.clip.model, cfg.clip.pretrained)
+        else:
+            score_registry.check_settings(name, cfg.scorer_settings(name))
 
 
 def pack(shard: int, cfg: JobConfig, out: str, samples: list[Sample], items: list[dict], timings: str = "{}") -> dict:
@@ -277,28 +282,30 @@ class GenerationStage(_Stage):
 
 
 class ScoringStage(_Stage):
-    """CLIP score of each image with its prompt, and of the DNS image where there is one; in the
+    """Every configured score (`cfg.score_names()`, dnp_batch.scorers) of each image with its prompt,
+    and of the DNS image where there is one, under the record's `scores` / `dns_scores` mappings
+    ({name: {"score": x, "model": id}}); `clip_score` and `dns_clip_score` stay as before. In the
     toy world also the exact judge's per-attribute verdict (`judge`, `dns_judge`) and the image-
-    quality proxy (`quality`)."""
+    quality proxy (`quality`). Each scorer is loaded once per actor, at start-up."""
 
     name = "score"
 
     def __init__(self, cfgs: list[JobConfig]):
         super().__init__(cfgs)
-        self._scorers: dict[tuple, ClipScorer] = {}
+        self._scorers: dict[tuple, score_registry.Scorer] = {}
         for cfg in cfgs:
-            if cfg.clip.model:
-                self.scorer(cfg)
+            for name in cfg.score_names():
+                self.scorer(cfg, name)
 
     def applies(self, cfg):
-        return bool(cfg.clip.model) or uses_judge(cfg)
+        return bool(cfg.score_names())
 
-    def scorer(self, cfg) -> ClipScorer:
-        c = cfg.clip
-        key = (c.model, c.pretrained)
+    def scorer(self, cfg, name: str) -> score_registry.Scorer:
+        settings = cfg.scorer_settings(name)
+        key = (name, settings, cfg.dtype)
         if key not in self._scorers:
-            self._scorers[key] = ClipScorer(resolve_model(c.model), pretrained=c.pretrained, device=self.device,
-                                            batch_size=c.batch_size)
+            # clip keeps today's numbers: float32 whatever the job's dtype (ClipScore ignores dtype)
+            self._scorers[key] = score_registry.load_scorer(name, settings, device=self.device, dtype=cfg.dtype)
         return self._scorers[key]
 
     def process(self, cfg, samples, items):
@@ -308,18 +315,20 @@ class ScoringStage(_Stage):
                 item["record"]["quality"] = {k: None if v != v else v for k, v in quality(item["image"]).items()}
                 if item.get("dns_image") is not None:
                     item["record"]["dns_judge"] = judge_prompt(item["dns_image"], s.prompt)
-        if cfg.clip.model:
-            self.clip_scores(cfg, samples, items)
-
-    def clip_scores(self, cfg, samples, items):
-        scorer = self.scorer(cfg)
-        scores = scorer.score([item["image"] for item in items], [s.prompt for s in samples])
         with_dns = [(s, item) for s, item in zip(samples, items) if item.get("dns_image") is not None]
-        dns_scores = scorer.score([item["dns_image"] for _, item in with_dns], [s.prompt for s, _ in with_dns])
-        for item, score in zip(items, scores):
-            item["record"].update(clip_score=score, clip_model=cfg.clip.model, clip_pretrained=cfg.clip.pretrained)
-        for (_, item), score in zip(with_dns, dns_scores):
-            item["record"]["dns_clip_score"] = score
+        for name in cfg.score_names():
+            scorer = self.scorer(cfg, name)
+            scores = scorer.score([item["image"] for item in items], [s.prompt for s in samples])
+            dns_scores = scorer.score([item["dns_image"] for _, item in with_dns], [s.prompt for s, _ in with_dns])
+            for item, score in zip(items, scores):
+                item["record"].setdefault("scores", {})[name] = {"score": score, "model": scorer.model_id}
+                if name == "clip":
+                    item["record"].update(clip_score=score, clip_model=cfg.clip.model,
+                                          clip_pretrained=cfg.clip.pretrained)
+            for (_, item), score in zip(with_dns, dns_scores):
+                item["record"].setdefault("dns_scores", {})[name] = {"score": score, "model": scorer.model_id}
+                if name == "clip":
+                    item["record"]["dns_clip_score"] = score
 
 
 class WriteStage:
@@ -361,7 +370,7 @@ def build_stages(cfgs: list[JobConfig]) -> list[StageSpec]:
     if any("dns_caption" in methods.get(cfg.method).stages for cfg in cfgs):
         specs.append(StageSpec("dns_caption", DnsCaptionStage, res.dns_caption))
     specs.append(StageSpec("generate", GenerationStage, res.generate))
-    if any(cfg.clip.model or uses_judge(cfg) for cfg in cfgs):
+    if any(cfg.score_names() for cfg in cfgs):
         specs.append(StageSpec("score", ScoringStage, res.score))
     specs.append(StageSpec("write", WriteStage, res.write))
     return specs

@@ -37,13 +37,23 @@ from transformers import (
     Blip2Processor,
     Blip2QFormerConfig,
     Blip2VisionConfig,
+    BertTokenizer,
     BlipImageProcessor,
+    BlipTextConfig,
+    BlipTextModel,
+    BlipVisionConfig,
+    BlipVisionModel,
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    CLIPProcessor,
     CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
     CLIPTokenizer,
     GenerationConfig,
     GPT2TokenizerFast,
+    CLIPVisionConfig,
     OPTConfig,
 )
 
@@ -376,12 +386,128 @@ def build_tiny_clip(out: Path) -> None:
     save_file(model.state_dict(), out / CLIP_WEIGHTS_NAME, metadata={"format": "pt"})
 
 
+# ---- tiny twins of the scorers (dnp_batch.scorers loads them like the published repos) ----
+
+
+def _tiny_clip_model(seed: int) -> CLIPModel:
+    """A tiny random transformers CLIPModel (32 px images, the tiny BPE), as PickScore's layout."""
+    tok = clip_tokenizer()
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                              image_size=32, patch_size=8, projection_dim=32)
+    config = CLIPConfig(text_config=_text_config(tok).to_dict(), vision_config=vision.to_dict(), projection_dim=32)
+    torch.manual_seed(seed)
+    return CLIPModel(config).eval()
+
+
+def _tiny_clip_processor() -> CLIPProcessor:
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return CLIPProcessor(image_processor=images, tokenizer=clip_tokenizer())
+
+
+def build_tiny_pickscore(out: Path) -> None:
+    """PickScore's layout: a CLIPModel (safetensors) with its CLIP processor in one dir."""
+    with quiet_progress_bars():
+        _tiny_clip_model(11).save_pretrained(out, safe_serialization=True)
+        _tiny_clip_processor().save_pretrained(out)
+
+
+def build_tiny_hps(out: Path) -> None:
+    """HPS v2.1's layout: an open_clip checkpoint `HPS_v2.1_compressed.pt` ({"state_dict": ...}, a
+    torch pickle as published) beside the tiny open_clip config that stands for ViT-H-14."""
+    torch.manual_seed(12)
+    model = CLIP(**copy.deepcopy(TINY_CLIP_CONFIG))
+    shared = torch.randn(TINY_CLIP_CONFIG["embed_dim"])  # as build_tiny_clip: cosines that are not all ~0
+    with torch.no_grad():
+        model.ln_final.bias.copy_(shared @ torch.linalg.pinv(model.text_projection))
+        model.visual.ln_post.bias.copy_(shared @ torch.linalg.pinv(model.visual.proj))
+    config = {"model_cfg": TINY_CLIP_CONFIG, "preprocess_cfg": TINY_CLIP_PREPROCESS}
+    (out / CLIP_CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    torch.save({"state_dict": model.state_dict()}, out / "HPS_v2.1_compressed.pt")
+
+
+def _aesthetic_mlp(width: int, seed: int) -> torch.nn.Module:
+    from .scorers import MLP
+
+    torch.manual_seed(seed)
+    return MLP(width).eval()
+
+
+def build_tiny_aesthetic(out: Path) -> None:
+    """The aesthetic predictor's layout: the MLP as a torch pickle (`aesthetic-model.pth`) and, here
+    in the same dir, the CLIP it reads (config.json, safetensors, preprocessor_config.json)."""
+    with quiet_progress_bars():
+        _tiny_clip_model(13).save_pretrained(out, safe_serialization=True)
+        _tiny_clip_processor().image_processor.save_pretrained(out)
+    torch.save(_aesthetic_mlp(32, 14).state_dict(), out / "aesthetic-model.pth")
+
+
+# Original BLIP ViT names (timm layout) of transformers' BlipVisionModel keys: the inverse of
+# dnp_batch.scorers.imagereward_key, so the tiny checkpoint is laid out as ImageReward.pt is.
+_BLIP_VIT_NAMES = [
+    (r"^embeddings\.class_embedding$", "cls_token"), (r"^embeddings\.position_embedding$", "pos_embed"),
+    (r"^embeddings\.patch_embedding\.", "patch_embed.proj."), (r"^post_layernorm\.", "norm."),
+    (r"^encoder\.layers\.(\d+)\.layer_norm1\.", r"blocks.\1.norm1."),
+    (r"^encoder\.layers\.(\d+)\.layer_norm2\.", r"blocks.\1.norm2."),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.qkv\.", r"blocks.\1.attn.qkv."),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.projection\.", r"blocks.\1.attn.proj."),
+    (r"^encoder\.layers\.(\d+)\.mlp\.", r"blocks.\1.mlp."),
+]
+_TINY_BERT_WORDS = ["a", "an", "the", "of", "on", "in", "and", "with", "photo", "red", "blue", "green", "cube",
+                    "ball", "cat", "dog", "fox", "city", "tea", "##pot", "astronaut", "at", "night", "x", "y", "z",
+                    "q", "w", "e", "r", "t", "u", "i", "o", "p", "s", "d", "f", "g", "h", "j", "k", "l"]
+
+
+def build_tiny_imagereward(out: Path) -> None:
+    """ImageReward v1.0's layout: `ImageReward.pt` (a torch pickle of BLIP's and the MLP's weights
+    under their original names), `med_config.json`, and here a tiny BERT tokenizer in the same dir."""
+    import re
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *_TINY_BERT_WORDS]
+    (out / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tok = BertTokenizer(vocab=str(out / "vocab.txt"))
+    for key in ("is_local", "local_files_only"):
+        tok.init_kwargs.pop(key, None)
+    with quiet_progress_bars():
+        tok.save_pretrained(out)
+    vision_config = BlipVisionConfig(hidden_size=64, intermediate_size=37, num_hidden_layers=2, num_attention_heads=1,
+                                     image_size=32, patch_size=8, layer_norm_eps=1e-6, hidden_act="gelu")
+    med = {"architectures": ["BertModel"], "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+           "num_attention_heads": 2, "max_position_embeddings": 64, "vocab_size": len(vocab) + 2,  # + [DEC], [ENC]
+           "hidden_act": "gelu", "layer_norm_eps": 1e-12, "pad_token_id": 0, "type_vocab_size": 2,
+           "encoder_width": 64, "add_cross_attention": True}
+    text_config = BlipTextConfig(vocab_size=med["vocab_size"], hidden_size=32, intermediate_size=37,
+                                 num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=64,
+                                 encoder_hidden_size=64, is_decoder=True, pad_token_id=0,
+                                 bos_token_id=None, eos_token_id=None, sep_token_id=None)
+    torch.manual_seed(15)
+    vision = BlipVisionModel(vision_config)
+    text = BlipTextModel(text_config, add_pooling_layer=False)
+    mlp = _aesthetic_mlp(32, 16)
+    state = {}
+    for key, value in vision.state_dict().items():
+        for pattern, repl in _BLIP_VIT_NAMES:
+            new, n = re.subn(pattern, repl, key)
+            if n:
+                state[f"blip.visual_encoder.{new}"] = value
+                break
+        else:
+            raise AssertionError(f"no BLIP name for {key}")
+    state.update({f"blip.text_encoder.{k}": v for k, v in text.state_dict().items() if "position_ids" not in k})
+    state.update({f"mlp.{k}": v for k, v in mlp.state_dict().items()})
+    torch.save(state, out / "ImageReward.pt")
+    (out / "med_config.json").write_text(json.dumps(med, indent=2) + "\n", encoding="utf-8")
+
+
 # kind -> function that writes the model files into an existing empty directory.
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "sdxl": _save_diffusers(sdxl_pipeline),
     "sd": _save_diffusers(sd_pipeline),
     "blip2": build_tiny_blip2,
     "clip": build_tiny_clip,
+    "pickscore": build_tiny_pickscore,
+    "hps": build_tiny_hps,
+    "imagereward": build_tiny_imagereward,
+    "aesthetic": build_tiny_aesthetic,
 }
 
 

@@ -6,7 +6,9 @@
 Writes WebDataset shards `pairs-*.tar` (the keys diffusers' ORPO/DPO WebDataset scripts read),
 `pairs.parquet` (Pick-a-Pic v2's columns) and `pairs_manifest.json` into --out; see
 `dnp_batch/pairs.py`. `--scorer clip` uses the CLIP scores the runs stored; `clip-recompute`
-scores the images again with --clip-model / --clip-pretrained (`tiny-clip`: the tiny random one).
+scores the images again with --clip-model / --clip-pretrained (`tiny-clip`: the tiny random one);
+`--scorer pickscore` (hps, imagereward, aesthetic, judge) uses that stored score, and
+`--scorer pickscore=1,hps=0.5` a weighted sum of stored scores.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     src.add_argument("--sweep", metavar="DIR", help="a sweep directory (sweep.json + points/)")
     p.add_argument("--points", help="comma-separated sweep point names (default: all points)")
     p.add_argument("--out", required=True, help="output directory or fsspec URL (memory://, s3://, gs://)")
-    p.add_argument("--scorer", default="clip", choices=sorted(SCORERS), help="default: clip (the stored CLIP score)")
+    p.add_argument("--scorer", default="clip",
+                   help=f"{', '.join(sorted(SCORERS))}, a stored score (pickscore, hps, imagereward, aesthetic, "
+                        "judge) or a weighted sum such as pickscore=1,hps=0.5; default: clip (the stored CLIP score)")
     p.add_argument("--min-margin", type=float, default=0.0, help="skip pairs whose scores differ by less")
     p.add_argument("--samples-per-shard", type=int, default=1000, help="pairs per shard (default 1000)")
     p.add_argument("--clip-model", help="clip-recompute: open_clip name, local dir or tiny-clip")

@@ -1,5 +1,6 @@
 """README.md stays truthful: its commands are the ones CI and the tests run."""
 
+import json
 import re
 import subprocess
 import sys
@@ -42,6 +43,9 @@ def test_every_other_bash_command_runs(tmp_path, ray_env):
     assert len(read_run(tmp_path / "out-dnp")) == 4
     assert (tmp_path / "out-sweep" / "report" / "index.html").exists()
     assert list((tmp_path / "out-pairs").glob("pairs-*.tar")) and (tmp_path / "out-pairs" / "pairs.parquet").exists()
+    scored = json.loads((tmp_path / "out-scorepairs" / "pairs_manifest.json").read_text())
+    assert scored["inputs"]["scorer_settings"]["weights"] == {"pickscore": 1.0, "hps": 0.5}
+    assert (tmp_path / "out-answers" / "report" / "pickscore_vs_guidance.png").exists()
 
 
 def test_library_example_runs_on_the_tiny_model(tmp_path, monkeypatch):
