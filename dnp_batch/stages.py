@@ -65,6 +65,10 @@ def check_samples(cfg: JobConfig, samples: "Samples | PromptSet") -> None:
 def check_sources(cfg: JobConfig) -> None:
     """Cheap checks of every model the stages will load (local dirs, CLIP names), before any work."""
     check_pipeline_source(resolve_model(cfg.model) if cfg.model == TOY_MODEL else cfg.model)
+    if cfg.vae is not None and Path(cfg.vae).expanduser().exists() and not (Path(cfg.vae).expanduser() /
+                                                                           "config.json").is_file():
+        raise ValueError(f"vae {cfg.vae} is not a diffusers AutoencoderKL directory (no config.json); give a hub "
+                         "id (e.g. madebyollin/sdxl-vae-fp16-fix) or a VAE folder")
     if methods.get(cfg.method).needs_captioner and cfg.captioner.model not in (*TINY_MODELS, JUDGE_CAPTIONER):
         check_captioner_source(cfg.captioner.model)
     for name in cfg.score_names():
@@ -165,11 +169,14 @@ class _Stage:
 
     def pipeline(self, cfg: JobConfig):
         """The loaded pipeline for `cfg.model` (loaded on first use), with `cfg.scheduler` set."""
-        key = (cfg.model, cfg.dtype)
+        key = (cfg.model, cfg.dtype, cfg.vae, cfg.compile_unet)
         if key not in self._pipes:
             source = resolve_model(cfg.model)
-            pipe = load_pipeline(source, dtype=cfg.dtype, device=self.device)
+            pipe = load_pipeline(source, dtype=cfg.dtype, device=self.device, vae=cfg.vae,
+                                 compile_unet=cfg.compile_unet)
             info = {"model": cfg.model, "model_revision": model_revision(source), "versions": library_versions()}
+            if cfg.vae is not None:
+                info["vae"] = cfg.vae
             if Path(source).is_dir():  # a local dir, toy-shapes or tiny-*: where it was, and exactly what
                 info.update(model_path=str(Path(source).absolute()), model_digest=model_digest(source))
             self._pipes[key] = (pipe, pipe.scheduler, info)
@@ -179,7 +186,7 @@ class _Stage:
         return pipe
 
     def model_info(self, cfg: JobConfig) -> dict:
-        return self._pipes[(cfg.model, cfg.dtype)][2]
+        return self._pipes[(cfg.model, cfg.dtype, cfg.vae, cfg.compile_unet)][2]
 
     def captioner(self, cfg: JobConfig) -> Captioner:
         c = cfg.captioner
