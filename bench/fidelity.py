@@ -16,8 +16,8 @@ The protocol, fixed before any result of it was seen:
    (`toyworld.judge.quality`: palette error, background error, stray pixels) beside it.
 Samples run in `--workers` processes of one torch thread each, in fixed batches, so every number
 is the same whichever worker draws it. Written to --out: samples.csv (every sample), points.csv
-(every point), paired.csv, summary.md and three plots (adherence vs w, adherence vs NFE, quality
-vs adherence).
+(every point), paired.csv, summary.md, verdict.md (the decision rule of `verdict()`, also run alone
+by `--verdict DIR`) and three plots (adherence vs w, adherence vs NFE, quality vs adherence).
 """
 
 from __future__ import annotations
@@ -193,6 +193,67 @@ def paired_table(test_rows: dict[str, list[dict]], best: dict[str, float]) -> li
     return table
 
 
+# ---- the verdict (rule fixed before the full study's results were seen) --------------------------
+
+ALPHA = 0.05
+
+
+def holm(pvalues: dict[str, float]) -> dict[str, float]:
+    """Holm–Bonferroni adjusted p-values (step-down, monotone), for the family of tests given."""
+    order = sorted(pvalues, key=pvalues.get)
+    adjusted, running = {}, 0.0
+    for i, name in enumerate(order):
+        running = max(running, min(1.0, (len(order) - i) * pvalues[name]))
+        adjusted[name] = running
+    return adjusted
+
+
+def verdict(paired: list[dict]) -> dict:
+    """Apply the decision rule to the held-out paired table (each variant at its best w vs CFG at its):
+    1. a variant is worse than CFG on quality if, for any proxy in QUALITY (lower is better), the 95%
+       paired-bootstrap interval of (variant − CFG) lies wholly above 0; such variants are not eligible;
+    2. a variant beats CFG significantly if its all-correct difference is positive and its exact
+       McNemar p, Holm-adjusted over every variant-vs-CFG test of the study, is below ALPHA;
+    3. the default: if an eligible ANSWER variant beats CFG significantly, the best of those (highest
+       held-out all-correct); otherwise the eligible variant with the highest held-out all-correct
+       (ties: fewer NFE, then CFG) — "the best method measured", significant or not."""
+    by = {r["variant"]: r for r in paired}
+    adjusted = holm({n: float(r["all_p"]) for n, r in by.items() if n != "cfg"})
+    rows = []
+    for name, r in by.items():
+        worse = [q for q in QUALITY if float(r[f"{q}_diff_low"]) > 0] if name != "cfg" else []
+        beats = name != "cfg" and float(r["all_diff"]) > 0 and adjusted[name] < ALPHA
+        loses = name != "cfg" and float(r["all_diff"]) < 0 and adjusted[name] < ALPHA
+        rows.append({"variant": name, "w": float(r["w"]), "nfe": int(r["nfe"]), "all": float(r["all"]),
+                     "holm_p": adjusted.get(name, 1.0), "beats_cfg": beats, "loses_to_cfg": loses,
+                     "worse_quality": worse, "eligible": not worse})
+    eligible = [r for r in rows if r["eligible"]]
+    answer_wins = [r for r in eligible if r["beats_cfg"] and r["variant"].startswith("answer")]
+    pool = answer_wins or eligible
+    best = max(pool, key=lambda r: (r["all"], -r["nfe"], r["variant"] == "cfg"))
+    return {"rows": rows, "default": best, "answer_beats_cfg": bool(answer_wins),
+            "any_beats_cfg": any(r["beats_cfg"] for r in rows)}
+
+
+def verdict_markdown(v: dict) -> str:
+    d = v["default"]
+    lines = [f"Default by the rule: **{d['variant']}** at w = {d['w']:g} (held-out all-correct {d['all']:.3f}). "
+             + ("An ANSWER variant beats CFG significantly." if v["answer_beats_cfg"] else
+                "No ANSWER variant beats CFG significantly (Holm-adjusted exact McNemar, α = 0.05)."), "",
+             "| variant | w | all-correct | Holm p | beats CFG | loses to CFG | worse quality than CFG |",
+             "|---|---|---|---|---|---|---|"]
+    for r in sorted(v["rows"], key=lambda r: -r["all"]):
+        lines.append(f"| {r['variant']} | {r['w']:g} | {r['all']:.3f} | {r['holm_p']:.3g} | "
+                     f"{'yes' if r['beats_cfg'] else ''} | {'yes' if r['loses_to_cfg'] else ''} | "
+                     f"{', '.join(r['worse_quality'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def read_paired(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 # ---- output --------------------------------------------------------------------------------------
 
 
@@ -271,7 +332,14 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", help="comma-separated subset (cfg is always run)")
     parser.add_argument("--quick", action="store_true", help=f"a small slice: {', '.join(QUICK)}, w in {QUICK_GRID}, "
                                                              "8 + 8 samples, 4 steps")
+    parser.add_argument("--verdict", metavar="DIR", help="only apply the decision rule to DIR/paired.csv "
+                                                           "(a finished study) and write DIR/verdict.md")
     args = parser.parse_args(argv)
+    if args.verdict:
+        decision = verdict_markdown(verdict(read_paired(Path(args.verdict) / "paired.csv")))
+        (Path(args.verdict) / "verdict.md").write_text(decision)
+        print(decision)
+        return 0
     names = [n for n, _, _ in variants()]
     grid = W_GRID
     if args.quick:
@@ -312,6 +380,9 @@ def main(argv=None) -> int:
     text = summary_markdown(paired, args.n_val, args.n_test, args.steps, minutes)
     (out / "summary.md").write_text(text)
     print(text)
+    decision = verdict_markdown(verdict(read_paired(out / "paired.csv")))
+    (out / "verdict.md").write_text(decision)
+    print(decision)
     print(f"written {out}/(samples.csv, points.csv, paired.csv, summary.md, *.png) in {minutes:.1f} min")
     return 0
 
