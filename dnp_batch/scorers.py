@@ -39,6 +39,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from .models import TINY_MODELS, quiet_progress_bars, resolve_dtype, resolve_model
+from .scoring import PRECISIONS
 
 # ---- settings (the job config's `scorers:` section is built from these) ----
 
@@ -277,17 +278,16 @@ class HpsScore(Scorer):
 
     def __init__(self, settings: HpsSettings, device="cpu", dtype=torch.float32):
         import open_clip
-        from open_clip.model import convert_weights_to_lp
 
         self.model_id, self.batch_size, self.device, self.dtype = settings.model, settings.batch_size, device, dtype
         model_dir = source(settings.model)
         arch = f"local-dir:{Path(model_dir).absolute()}" if companion(model_dir, None, OPEN_CLIP_CONFIG) \
             else settings.arch
+        # open_clip's own low precision (LayerNorm kept in float32, as the fp16 CUDA kernels need);
+        # the float32 checkpoint is cast into it on load
         with _quiet_root_logger():  # open_clip warns that the dir has no weights: they come next
-            model = open_clip.create_model(arch, None)
+            model = open_clip.create_model(arch, None, precision=PRECISIONS[dtype])
         model.load_state_dict(load_weights(fetch(model_dir, settings.checkpoint)))
-        if dtype != torch.float32:
-            convert_weights_to_lp(model, dtype)
         self.model = model.to(device).eval()
         self.tokenizer = open_clip.get_tokenizer(arch)
         # HPS's own transform: resize the longest side, pad to square (as its ResizeMaxSize)

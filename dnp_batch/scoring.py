@@ -25,7 +25,7 @@ LOCAL_DIR_PREFIX = "local-dir:"
 HF_HUB_PREFIX = "hf-hub:"
 
 # open_clip's `precision` names; "fp16"/"bf16" keep LayerNorm in float32, as open_clip recommends.
-_PRECISIONS = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+PRECISIONS = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 def _check_local_dir(path: Path) -> Path:
@@ -107,7 +107,7 @@ class ClipScorer:
         source, self.model_name, self.pretrained = _resolve_source(model, pretrained)
         try:
             self.model, _, self.preprocess = open_clip.create_model_and_transforms(
-                source, self.pretrained, precision=_PRECISIONS[self.dtype], device=self.device
+                source, self.pretrained, precision=PRECISIONS[self.dtype], device=self.device
             )
             self.tokenizer = open_clip.get_tokenizer(source)
         except Exception as err:  # download/hub/checkpoint errors come in many types; name the source once
