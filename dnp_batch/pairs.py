@@ -11,7 +11,9 @@ than `min_margin` is skipped. Only samples with status ok in both runs make pair
 Layout of OUT (any fsspec URL):
     pairs-00000.tar ...   per pair `KEY-i-j`: original_prompt.txt, jpg_0.jpg, jpg_1.jpg,
                           label_0.txt, label_1.txt (the keys diffusers'
-                          train_diffusion_orpo_sdxl_lora_wds.py reads) and json (scores, models, seed)
+                          train_diffusion_orpo_sdxl_lora_wds.py reads) and json (scores, models, seed);
+                          the preferred image is jpg_0 (label_0 1; a tie keeps the runs' order), as
+                          that reader compares the decoded label *string* with 0
     pairs.parquet         Pick-a-Pic v2's columns (caption, jpg_0, jpg_1, label_0, label_1, model_0,
                           model_1, image_0_uid, image_1_uid, best_image_uid, are_different,
                           has_label, ranking_id, num_example_per_prompt) + score_0, score_1, seed,
@@ -33,7 +35,7 @@ import math
 import posixpath
 import tarfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import pyarrow as pa
@@ -201,6 +203,13 @@ class Pair:
     @property
     def is_tie(self) -> bool:
         return self.label_0 == self.label_1
+
+    def preferred_first(self) -> "Pair":
+        """This pair with the preferred image as image 0 (a tie keeps the runs' order; the key stays)."""
+        if self.label_0 >= self.label_1:
+            return self
+        return replace(self, model_0=self.model_1, model_1=self.model_0, jpg_0=self.jpg_1, jpg_1=self.jpg_0,
+                       label_0=self.label_1, label_1=self.label_0, score_0=self.score_1, score_1=self.score_0)
 
 
 class Pairs(list):
@@ -388,8 +397,11 @@ def _pair_json(pair: Pair, scorer: str) -> bytes:
 
 
 def _write_tar(f, pairs: list[Pair], scorer: str) -> None:
+    """The WebDataset shards put the preferred image first: diffusion_orpo's reader decodes
+    label_0.txt as a string and takes jpg_0 as the chosen image unless `label_0 == 0`, which a string
+    never equals."""
     with tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for pair in pairs:
+        for pair in map(Pair.preferred_first, pairs):
             members = [("original_prompt.txt", pair.prompt.encode()), ("jpg_0.jpg", pair.jpg_0),
                        ("jpg_1.jpg", pair.jpg_1), ("label_0.txt", label_text(pair.label_0).encode()),
                        ("label_1.txt", label_text(pair.label_1).encode()), ("json", _pair_json(pair, scorer))]

@@ -112,14 +112,15 @@ def test_labels_follow_the_scores_and_the_outputs_read_back(runs, tmp_path):
         s = samples[p.pair_key]
         assert "." not in p.pair_key and WDS_KEYS <= set(s)
         labels = float(s["label_0.txt"]), float(s["label_1.txt"])
-        assert sum(labels) == 1 and labels == (p.label_0, p.label_1)
-        assert s["label_0.txt"].decode() in ("0", "1")
+        assert labels == (1.0, 0.0)  # the tars put the preferred image first (diffusion_orpo's reader)
+        first = p.jpg_0 if p.label_0 == 1 else p.jpg_1
+        assert s["jpg_0.jpg"] == first and json.loads(s["json"])["score_0"] == max(p.score_0, p.score_1)
         assert s["original_prompt.txt"].decode() == prompts[p.key]
         for name in ("jpg_0.jpg", "jpg_1.jpg"):
             image = Image.open(io.BytesIO(s[name]))
             assert image.format == "JPEG" and image.size == (64, 64)
         meta = json.loads(s["json"])
-        assert meta["scorer"] == "hash" and meta["seed"] == p.seed and meta["model_0"] == p.model_0
+        assert meta["scorer"] == "hash" and meta["seed"] == p.seed and meta["model_0"] == p.preferred_first().model_0
 
     table = pq.read_table(out / "pairs.parquet")
     assert table.column_names[:len(PICKAPIC_COLUMNS)] == PICKAPIC_COLUMNS
@@ -130,7 +131,9 @@ def test_labels_follow_the_scores_and_the_outputs_read_back(runs, tmp_path):
         assert r["label_0"] + r["label_1"] == 1 and r["are_different"] and r["has_label"]
         assert r["best_image_uid"] == (r["image_0_uid"] if r["label_0"] == 1 else r["image_1_uid"])
         assert r["num_example_per_prompt"] == 6  # 2 seeds x 3 run pairs
-        assert r["jpg_0"] == samples[r["key"]]["jpg_0.jpg"]
+        best = r["jpg_0"] if r["label_0"] == 1 else r["jpg_1"]  # the Parquet keeps the runs' order
+        assert best == samples[r["key"]]["jpg_0.jpg"] and {r["jpg_0"], r["jpg_1"]} == {
+            samples[r["key"]]["jpg_0.jpg"], samples[r["key"]]["jpg_1.jpg"]}
 
 
 def test_equal_scores_are_ties(runs, tmp_path):
