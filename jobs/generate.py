@@ -4,9 +4,10 @@
     ray job submit -- python jobs/generate.py --prompts parti.tsv --config configs/sdxl-answer.yaml --out s3://bucket/run
 
 Runs on Ray Data: the cluster named by RAY_ADDRESS (or the job's own, under `ray job submit`),
-else a private local Ray instance. With no --config it runs on built-in defaults: method `answer`
-on a tiny SDXL model, with a tiny BLIP-2 captioner (auto-dnp, cnp) and a tiny CLIP scorer, all
-built on first use (no downloads). A rerun into the same --out resumes: it generates only the
+else a private local Ray instance. With no --config it runs on built-in defaults: the committed
+toy-shapes model with the settings its study chose (ANSWER, λ = 1, w = 3, 20 steps), the toy
+world's exact judge as captioner (auto-dnp, cnp) and scorer, and a tiny CLIP built on first use
+(no downloads). A rerun into the same --out resumes: it generates only the
 shards not yet written. Human DNP: `--method dns` writes the DNS images and OUT/negatives.jsonl;
 fill in its negative prompts, then rerun with `--negatives FILE` into another --out.
 """
