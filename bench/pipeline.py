@@ -313,7 +313,7 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="throughput repetitions: medians and spread")
     parser.add_argument("--prompt-counts", default="2000,20000", help="comma-separated prompt counts")
     parser.add_argument("--per-shard", type=int, default=100, help="samples per shard in the memory part")
-    parser.add_argument("--skip-throughput", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--skip-throughput", action="store_true", help="only the memory part")
     parser.add_argument("--_stream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 

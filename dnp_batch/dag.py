@@ -10,7 +10,10 @@ inside the stage (marked failed, the shard goes on).
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Iterator
+
+import numpy as np
 
 import ray
 import ray.data
@@ -51,12 +54,37 @@ class _ReadShard:
 
 
 READ_CPUS = 0.1  # reading a shard's prompts is light
+READ_TASKS = 16  # the source's read tasks; each yields its shard ids one block at a time
+
+
+class _ShardIds(ray.data.Datasource):
+    """0..n-1, one id a block (so shards stream one by one), from a few read tasks: the driver plans
+    READ_TASKS tasks, not one per shard (`ray.data.range` with one block a shard plans n)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def estimate_inmemory_data_size(self) -> int:
+        return 8 * self.n
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None):
+        import pyarrow as pa
+        from ray.data.block import BlockMetadata
+
+        def read(lo: int, hi: int):
+            for i in range(lo, hi):
+                yield pa.table({"id": [i]})
+
+        bounds = np.linspace(0, self.n, min(self.n, READ_TASKS) + 1).astype(int)
+        return [ray.data.ReadTask(partial(read, int(lo), int(hi)),
+                                  BlockMetadata(num_rows=int(hi - lo), size_bytes=8 * int(hi - lo), exec_stats=None))
+                for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
 
 
 def build_dataset(specs: list[StageSpec], tasks, cfgs: list[JobConfig]) -> "ray.data.Dataset":
-    """range(len(tasks)) -> shard rows -> each stage's actor pool; one shard a block, so shards stream
-    one by one and the driver holds only the task list (small), never the rows."""
-    ds = ray.data.range(len(tasks), override_num_blocks=max(1, len(tasks)))
+    """shard ids -> shard rows -> each stage's actor pool; one shard a block, so shards stream one by
+    one and the driver holds only the task list (small), never the rows."""
+    ds = ray.data.read_datasource(_ShardIds(len(tasks)))
     ds = ds.map(_ReadShard, fn_constructor_args=(ray.put(tasks),), compute=ray.data.ActorPoolStrategy(size=1),
                 num_cpus=READ_CPUS)
     for spec in specs:
