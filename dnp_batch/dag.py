@@ -84,7 +84,8 @@ class _ShardIds(ray.data.Datasource):
 def build_dataset(specs: list[StageSpec], tasks, cfgs: list[JobConfig]) -> "ray.data.Dataset":
     """shard ids -> shard rows -> each stage's actor pool; one shard a block, so shards stream one by
     one and the driver holds only the task list (small), never the rows."""
-    ds = ray.data.read_datasource(_ShardIds(len(tasks)))
+    # the ids' read tasks are trivial: they ask for no CPU, so they never wait behind the stages' actors
+    ds = ray.data.read_datasource(_ShardIds(len(tasks)), ray_remote_args={"num_cpus": 0})
     ds = ds.map(_ReadShard, fn_constructor_args=(ray.put(tasks),), compute=ray.data.ActorPoolStrategy(size=1),
                 num_cpus=READ_CPUS)
     for spec in specs:
