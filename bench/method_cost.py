@@ -1,6 +1,6 @@
 """What a method costs beyond its NFE, and whether the two-stage methods reload models per shard.
 
-    python bench/method_cost.py [--batch-sizes 1,2,4,8] [--steps 10] [--repeats 3]
+    python bench/method_cost.py [--batch-sizes 1,2,4,8] [--steps 10] [--repeats 7]
 
 1. On a medium SD-layout model built from a config (random weights; UNet channels (64, 128), two
    layers a block, 32² latents), one torch thread: for each batch size, the median wall time of
@@ -26,48 +26,42 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from medium import medium_pipeline  # noqa: E402
 
 
-def medium_pipeline():
-    """A medium SD-layout pipeline: the tiny SD's text encoder and VAE, a bigger UNet, 32² latents."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel
-
-    from dnp_batch.tiny import SD_SCHEDULER_CONFIG, _text_config, _vae, clip_tokenizer
-
-    tok = clip_tokenizer()
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=32, in_channels=4, out_channels=4, block_out_channels=(64, 128),
-                                layers_per_block=2, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-                                attention_head_dim=8, norm_num_groups=32)
-    torch.manual_seed(1)
-    pipe = StableDiffusionPipeline(vae=_vae(), text_encoder=CLIPTextModel(_text_config(tok)),
-                                   tokenizer=tok, unet=unet, scheduler=DDIMScheduler.from_config(SD_SCHEDULER_CONFIG),
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.register_to_config(_name_or_path="medium-sd (random weights)")
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def timed_generate(pipe, method: str, batch: int, steps: int, repeats: int) -> tuple[float, int]:
-    """(median seconds, NFE) of one generate() call of `batch` prompts."""
+def timed_pair(pipe, batch: int, steps: int, repeats: int) -> dict:
+    """CFG and ANSWER on one batch of `batch` prompts, timed in alternation (cfg, answer, cfg, ...)
+    so that drift in the machine's speed falls on both alike: per method the median seconds and the
+    NFE, and the median, min and max of the per-repetition ratios answer/cfg."""
     from dnp_batch import generate
 
     rows: list[int] = []
     hook = pipe.unet.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
     prompts, seeds = [f"a photo of object {i}" for i in range(batch)], list(range(batch))
-    times = []
-    try:
+    times: dict[str, list[float]] = {"cfg": [], "answer": []}
+    nfe: dict[str, int] = {}
+
+    def once(method: str) -> float:
+        rows.clear()
+        t0 = time.perf_counter()
         generate(pipe, prompts, seeds, method, num_inference_steps=steps, batch_size=batch, output_type="latent")
+        seconds = time.perf_counter() - t0
+        nfe[method] = sum(rows)
+        return seconds
+
+    try:
+        for method in times:  # warm-up, not timed
+            once(method)
         for _ in range(repeats):
-            rows.clear()
-            t0 = time.perf_counter()
-            generate(pipe, prompts, seeds, method, num_inference_steps=steps, batch_size=batch, output_type="latent")
-            times.append(time.perf_counter() - t0)
+            for method in times:
+                times[method].append(once(method))
     finally:
         hook.remove()
-    return statistics.median(times), sum(rows)
+    ratios = [a / c for a, c in zip(times["answer"], times["cfg"])]
+    return {"cfg_s": statistics.median(times["cfg"]), "answer_s": statistics.median(times["answer"]),
+            "nfe": nfe["answer"] / nfe["cfg"], "wall": statistics.median(ratios), "lo": min(ratios), "hi": max(ratios)}
 
 
 def method_cost(args) -> None:
@@ -75,13 +69,12 @@ def method_cost(args) -> None:
     torch.set_grad_enabled(False)
     pipe = medium_pipeline()
     print(f"model  medium SD layout, UNet {sum(p.numel() for p in pipe.unet.parameters()) / 1e6:.1f} M params, "
-          f"32² latents, {args.steps} steps, 1 thread, {args.repeats} repeats (medians)")
-    print("cost  batch  cfg_s  answer_s  wall_ratio  nfe_ratio  gap")
+          f"32² latents, {args.steps} steps, 1 thread, {args.repeats} alternating repeats (medians)")
+    print("cost  batch  cfg_s  answer_s  wall_ratio  (min, max)  nfe_ratio  gap")
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
-        cfg_s, cfg_nfe = timed_generate(pipe, "cfg", batch, args.steps, args.repeats)
-        ans_s, ans_nfe = timed_generate(pipe, "answer", batch, args.steps, args.repeats)
-        wall, nfe = ans_s / cfg_s, ans_nfe / cfg_nfe
-        print(f"cost  {batch}  {cfg_s:.3f}  {ans_s:.3f}  {wall:.3f}  {nfe:.3f}  {wall / nfe - 1:+.3f}", flush=True)
+        r = timed_pair(pipe, batch, args.steps, args.repeats)
+        print(f"cost  {batch}  {r['cfg_s']:.3f}  {r['answer_s']:.3f}  {r['wall']:.3f}  ({r['lo']:.3f}, {r['hi']:.3f})  "
+              f"{r['nfe']:.3f}  {r['wall'] / r['nfe'] - 1:+.3f}", flush=True)
 
 
 def model_loads(args) -> None:
@@ -122,7 +115,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch-sizes", default="1,2,4,8")
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--shards", type=int, default=4, help="shards of the model-load jobs")
     args = p.parse_args(argv)
     method_cost(args)
