@@ -2,9 +2,11 @@
 peak memory when a long prompt file is streamed through Ray Data.
 
     python bench/pipeline.py [--config configs/tiny-sd.yaml] [--method cfg] [--samples 16]
-                             [--prompt-counts 2000,20000]
+                             [--models tiny,medium] [--prompt-counts 2000,20000]
 
-1. Throughput, on the tiny SD model by default. `ray_job` is `dnp_batch.job.run` with the Ray
+1. Throughput, for each of `--models`: `tiny`, the config's model (the tiny SD by default), where a
+   call's fixed costs dominate, and `medium`, the medium SD-layout model of bench/medium.py (UNet
+   5.6 M parameters, 256² images, the config's other settings), where the UNet dominates. `ray_job` is `dnp_batch.job.run` with the Ray
    distributor on a fresh private local Ray instance; its wall time covers everything: Ray's
    start-up, the stage actors' start-up and model loads, generation, PNG encoding and writing the
    shards. `ray_stage_generate` is the rate of generation alone inside the job's stage actor (the
@@ -21,7 +23,7 @@ peak memory when a long prompt file is streamed through Ray Data.
 2. Memory: for each prompt count, a fresh subprocess writes a TXT prompts file and runs the job's own
    streaming path with a trivial stage: `PromptSet` (one pass over the file; the driver keeps an
    index of 24 bytes a row), `ShardTasks` (16 bytes a shard) and `dag.build_dataset` (a Ray Data
-   `range` over the shards whose workers read each shard's rows from the file), consuming each
+   source of shard ids; the first stage's actor reads each shard's rows from the file), consuming each
    summary as it arrives. It reports its own peak RSS from just before the prompts are read to the
    end (on Linux the high-water mark is reset there, since imports and Ray start-up peak higher than
    the stream; elsewhere `ru_maxrss`, which includes them), its RSS at that point, the pickled size
@@ -30,9 +32,9 @@ peak memory when a long prompt file is streamed through Ray Data.
 
 Times are wall-clock, measured in this run on this machine; only the ratios measured in one run
 mean anything. The throughput part runs `--repeats` times (a fresh Ray job and bare loop each) and
-prints the median with the min and max: on a tiny model one run's ratio is noise. Output lines are whitespace-separated: `throughput NAME RATE samples/s`,
-`seconds NAME VALUE`, `ratio NAME VALUE` (`ratio memory HI/LO VALUE`), `memory N prompts` then
-`name value` pairs, and one `config` and one `note` line.
+prints the median with the min and max: on a tiny model one run's ratio is noise. Output lines are whitespace-separated: `throughput MODEL NAME RATE samples/s`,
+`seconds MODEL NAME VALUE`, `ratio MODEL NAME VALUE` (`ratio memory HI/LO VALUE`), `memory N
+prompts` then `name value` pairs, a `config MODEL ...` line per model and one `note` line.
 """
 
 from __future__ import annotations
@@ -158,40 +160,55 @@ def bench_bare(cfg, samples) -> tuple[float, float]:
     return rates[0], rates[1]
 
 
-def throughput(args) -> None:
+def _model_overrides(model: str, tmp: str) -> dict:
+    """Config overrides that select the bench's model: the config's own (`tiny`) or the medium
+    SD-layout model (bench/medium.py), saved as a diffusers directory that the job loads."""
+    if model == "tiny":
+        return {}
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from medium import SIZE, save_medium
+
+    return {"model": str(save_medium(Path(tmp) / "medium-sd")), "height": SIZE, "width": SIZE}
+
+
+def throughput(args, model: str) -> None:
     from dnp_batch.config import load_config
     from dnp_batch.models import resolve_model
 
     overrides = {"output": {"samples_per_shard": args.samples_per_shard}}
     if not args.clip:
         overrides["clip"] = {"model": None}
-    cfg = load_config(args.config, method=args.method, **overrides)
-    resolve_model(cfg.model)  # build the tiny model into the cache now, not inside either timing
-    if cfg.clip.model:
-        resolve_model(cfg.clip.model)
-    samples = _samples(args.samples)
-    _quiet_ray_data()
-    runs = []  # one dict of rates per repetition, each a fresh Ray job and bare loop
-    for _ in range(args.repeats):
-        job_rate, stage_rate = bench_ray_job(cfg, samples)
-        bare_rate, batched_rate = bench_bare(cfg, samples)
-        runs.append({"ray_job": job_rate, "ray_stage_generate": stage_rate, "bare_diffusers": bare_rate,
-                     "bare_diffusers_batched": batched_rate})
+    tmp = tempfile.mkdtemp(prefix="dnp-bench-model-")
+    try:
+        cfg = load_config(args.config, method=args.method, **overrides, **_model_overrides(model, tmp))
+        resolve_model(cfg.model)  # build the tiny model into the cache now, not inside either timing
+        if cfg.clip.model:
+            resolve_model(cfg.clip.model)
+        samples = _samples(args.samples)
+        _quiet_ray_data()
+        runs = []  # one dict of rates per repetition, each a fresh Ray job and bare loop
+        for _ in range(args.repeats):
+            job_rate, stage_rate = bench_ray_job(cfg, samples)
+            bare_rate, batched_rate = bench_bare(cfg, samples)
+            runs.append({"ray_job": job_rate, "ray_stage_generate": stage_rate, "bare_diffusers": bare_rate,
+                         "bare_diffusers_batched": batched_rate})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     shards = -(-len(samples) // cfg.output.samples_per_shard)
-    print(f"config  {Path(args.config).name}  method {cfg.method}  steps {cfg.steps}  samples {len(samples)}  "
-          f"shards {shards}  batch_size {cfg.batch_size}  clip {'on' if cfg.clip.model else 'off'}  "
-          f"repeats {args.repeats}")
+    print(f"config  {model}  {Path(args.config).name}  method {cfg.method}  steps {cfg.steps}  "
+          f"size {cfg.height or 'native'}  samples {len(samples)}  shards {shards}  batch_size {cfg.batch_size}  "
+          f"threads {cfg.cpu_threads}  clip {'on' if cfg.clip.model else 'off'}  repeats {args.repeats}")
 
     def spread(values) -> str:
         return f"{statistics.median(values):.3f}  (min {min(values):.3f}, max {max(values):.3f})"
 
     for name in runs[0]:
-        print(f"throughput  {name}  {spread([r[name] for r in runs])} samples/s")
+        print(f"throughput  {model}  {name}  {spread([r[name] for r in runs])} samples/s")
     for top, bottom in (("ray_job", "bare_diffusers"), ("ray_job", "bare_diffusers_batched"),
                         ("ray_stage_generate", "bare_diffusers_batched")):
         short = bottom.replace("_diffusers", "")
-        print(f"ratio  {top}/{short}  {spread([r[top] / r[bottom] for r in runs])}")
-    print(f"seconds  ray_job_startup_and_other  "
+        print(f"ratio  {model}  {top}/{short}  {spread([r[top] / r[bottom] for r in runs])}")
+    print(f"seconds  {model}  ray_job_startup_and_other  "
           f"{spread([len(samples) / r['ray_job'] - len(samples) / r['ray_stage_generate'] for r in runs])}")
     sys.stdout.flush()
 
@@ -307,6 +324,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="job YAML config (default: tiny SD)")
     parser.add_argument("--method", default="cfg", help="overrides the config's method (default: cfg)")
+    parser.add_argument("--models", default="tiny,medium",
+                        help="throughput models, comma-separated: tiny (the config's), medium (bench/medium.py)")
     parser.add_argument("--samples", type=int, default=16, help="samples for the throughput part")
     parser.add_argument("--samples-per-shard", type=int, default=4, help="the job's shard size (default 4)")
     parser.add_argument("--clip", action="store_true", help="keep the config's CLIP scoring stage in the job")
@@ -317,6 +336,9 @@ def main(argv=None) -> None:
     parser.add_argument("--_stream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    unknown = set(args.models.split(",")) - {"tiny", "medium"}
+    if unknown:
+        parser.error(f"--models: unknown model(s) {', '.join(sorted(unknown))}; choose from tiny, medium")
     if args._stream is not None:
         stream(args._stream, args.per_shard)
         return
@@ -326,7 +348,8 @@ def main(argv=None) -> None:
         os.environ["RAY_TMPDIR"] = own_tmp
     try:
         if not args.skip_throughput:
-            throughput(args)
+            for model in args.models.split(","):
+                throughput(args, model.strip())
         memory(args)
     finally:
         if own_tmp:
