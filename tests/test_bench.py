@@ -24,19 +24,40 @@ def test_pipeline_bench_prints_throughput_and_memory_ratios(ray_env):
     import re
 
     proc = subprocess.run([sys.executable, "bench/pipeline.py", "--samples", "4", "--prompt-counts", "200,2000",
-                           "--repeats", "1"], cwd=REPO, env=ray_env, capture_output=True, text=True, timeout=600)
+                           "--per-shard", "1000", "--repeats", "1", "--models", "medium"],
+                          cwd=REPO, env=ray_env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    # "ratio  NAME  MEDIAN  (min A, max B)" for throughput, "ratio  memory HI/LO  VALUE" for memory
+    lines = proc.stdout.splitlines()
+    # "ratio  MODEL  NAME  MEDIAN  (min A, max B)" for throughput, "ratio  memory HI/LO  VALUE" for memory
     ratios = {m[1]: float(m[2]) for m in (re.match(r"ratio\s+(.+?)\s+([0-9.]+)(?:\s+\(min .*\))?$", line)
-                                          for line in proc.stdout.splitlines()) if m}
-    assert "(min " in next(line for line in proc.stdout.splitlines() if line.startswith("ratio  ray_job/bare "))
-    assert {"ray_job/bare", "memory 2000/200"} <= set(ratios), proc.stdout
+                                          for line in lines) if m}
+    assert "(min " in next(line for line in lines if line.startswith("ratio  medium  ray_job/bare "))
+    assert {"medium  ray_job/bare", "medium  ray_stage_generate/bare_batched", "memory 2000/200"} <= set(ratios), \
+        proc.stdout
     assert all(value > 0 for value in ratios.values()), ratios
-    rates = [line.split() for line in proc.stdout.splitlines() if line.startswith("throughput")]
-    assert {r[1] for r in rates} >= {"ray_job", "bare_diffusers"} and all(float(r[2]) > 0 for r in rates)
-    peaks = [line.split() for line in proc.stdout.splitlines() if line.startswith("memory")]
+    assert next(line for line in lines if line.startswith("config  medium")).split()[7:9] == ["size", "256"]
+    rates = [line.split() for line in lines if line.startswith("throughput")]
+    assert {(r[1], r[2]) for r in rates} >= {("medium", "ray_job"), ("medium", "bare_diffusers")}
+    assert all(float(r[3]) > 0 for r in rates)
+    peaks = [line.split() for line in lines if line.startswith("memory")]
     assert [p[1] for p in peaks] == ["200", "2000"]
     assert all(float(p[p.index("peak_rss_mb") + 1]) > 0 for p in peaks)
+
+
+def test_method_cost_bench_prints_the_nfe_ratio_and_one_load_per_stage():
+    """bench/method_cost.py: ANSWER's NFE ratio to CFG by the formula, model loads not per shard."""
+    from dnp_batch.guidance import answer_nfe, k_schedule
+
+    proc = subprocess.run([sys.executable, "bench/method_cost.py", "--batch-sizes", "2", "--steps", "4",
+                           "--repeats", "1", "--shards", "3"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cost = [line.split() for line in proc.stdout.splitlines() if line.startswith("cost  2")]
+    assert len(cost) == 1
+    nfe_ratio = answer_nfe(4, [k_schedule(i, 4) for i in range(4)]) / (2 * 4)
+    assert float(cost[0][-2]) == round(nfe_ratio, 3) and float(cost[0][4]) > 0
+    loads = {line.split()[1]: line.split() for line in proc.stdout.splitlines() if line.startswith("loads")}
+    assert loads["auto-dnp"][3:] == ["3", "pipeline", "2", "captioner", "1"]  # one per stage, over 3 shards
+    assert loads["cnp"][3:] == ["3", "pipeline", "1", "captioner", "1"]
 
 
 def test_fidelity_study_quick_slice_runs_end_to_end(tmp_path):
