@@ -42,18 +42,23 @@ def init_ray() -> bool:
     return True
 
 
-class _ReadShard:
-    """The chain's source: task j's shard row, built in a worker from the ShardTasks put once into the
-    object store (for a PromptSet, by reading the shard's rows of the prompts file)."""
+def _reading(cls: type) -> type:
+    """The first stage, reading its own shards: `cls` fed task j's shard row for each shard id, the row
+    built in its worker from the ShardTasks put once into the object store (for a PromptSet, by
+    reading the shard's rows of the prompts file). No actor of its own for reading, so a job starts
+    one process fewer. It keeps the stage's name, so Ray still shows `Map(GenerationStage)`."""
 
-    def __init__(self, tasks):
-        self.tasks = ray.get(tasks) if isinstance(tasks, ray.ObjectRef) else tasks
+    def __init__(self, cfgs, tasks):
+        cls.__init__(self, cfgs)
+        self._tasks = ray.get(tasks) if isinstance(tasks, ray.ObjectRef) else tasks
 
     def __call__(self, row: dict) -> dict:
-        return self.tasks.row(int(row["id"]))
+        return cls.__call__(self, self._tasks.row(int(row["id"])))
+
+    return type(cls.__name__, (cls,), {"__init__": __init__, "__call__": __call__, "__module__": __name__,
+                                       "__qualname__": f"_reading.<locals>.{cls.__name__}"})
 
 
-READ_CPUS = 0.1  # reading a shard's prompts is light
 READ_TASKS = 16  # the source's read tasks; each yields its shard ids one block at a time
 
 
@@ -82,15 +87,14 @@ class _ShardIds(ray.data.Datasource):
 
 
 def build_dataset(specs: list[StageSpec], tasks, cfgs: list[JobConfig]) -> "ray.data.Dataset":
-    """shard ids -> shard rows -> each stage's actor pool; one shard a block, so shards stream one by
-    one and the driver holds only the task list (small), never the rows."""
+    """shard ids -> each stage's actor pool, the first reading the shard rows; one shard a block, so
+    shards stream one by one and the driver holds only the task list (small), never the rows."""
     # the ids' read tasks are trivial: they ask for no CPU, so they never wait behind the stages' actors
     ds = ray.data.read_datasource(_ShardIds(len(tasks)), ray_remote_args={"num_cpus": 0})
-    ds = ds.map(_ReadShard, fn_constructor_args=(ray.put(tasks),), compute=ray.data.ActorPoolStrategy(size=1),
-                num_cpus=READ_CPUS)
-    for spec in specs:
+    for i, spec in enumerate(specs):
         r = spec.resources
-        ds = ds.map(spec.cls, fn_constructor_args=(cfgs,), compute=ray.data.ActorPoolStrategy(size=r.actors),
+        cls, args = (_reading(spec.cls), (cfgs, ray.put(tasks))) if i == 0 else (spec.cls, (cfgs,))
+        ds = ds.map(cls, fn_constructor_args=args, compute=ray.data.ActorPoolStrategy(size=r.actors),
                     num_gpus=r.num_gpus or None, num_cpus=r.num_cpus)
     return ds
 
