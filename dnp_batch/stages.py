@@ -14,6 +14,7 @@ import json
 import pickle
 import time
 import traceback
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -124,6 +125,36 @@ def run_isolated(batch_size: int, samples: list[Sample], items: list[dict],
                     items[j]["record"].update(method=method, status="failed")
 
 
+@dataclass(eq=False)
+class _Loaded:
+    """A loaded pipeline, its own scheduler (a row may swap in another) and what records say of it."""
+
+    pipe: Any
+    scheduler: Any
+    info: dict
+
+
+# Pipelines loaded in this process, shared by its stages while any of them holds one: a local
+# auto-DNP run's two stages (DNS + caption, then NP) use one copy of the model, not two. Under Ray
+# each stage is its own actor process, so there each loads its own.
+_LOADED: "weakref.WeakValueDictionary[tuple, _Loaded]" = weakref.WeakValueDictionary()
+
+
+def _pipeline_key(cfg: JobConfig, device: str) -> tuple:
+    return (cfg.model, cfg.dtype, cfg.vae, cfg.compile_unet, device)
+
+
+def _load(cfg: JobConfig, device: str) -> _Loaded:
+    source = resolve_model(cfg.model)
+    pipe = load_pipeline(source, dtype=cfg.dtype, device=device, vae=cfg.vae, compile_unet=cfg.compile_unet)
+    info = {"model": cfg.model, "model_revision": model_revision(source), "versions": library_versions()}
+    if cfg.vae is not None:
+        info["vae"] = cfg.vae
+    if Path(source).is_dir():  # a local dir, toy-shapes or tiny-*: where it was, and exactly what
+        info.update(model_path=str(Path(source).absolute()), model_digest=model_digest(source))
+    return _Loaded(pipe, pipe.scheduler, info)
+
+
 class _Stage:
     """Shared wiring. A stage serves the configs of every grid point of a job (one for a plain
     run); it loads each distinct model it needs once, at start-up, and every row brings its own
@@ -134,7 +165,7 @@ class _Stage:
         self.device = resolve_device(base.device)
         if self.device == "cpu":
             torch.set_num_threads(base.cpu_threads)
-        self._pipes: dict[tuple, Any] = {}
+        self._pipes: dict[tuple, _Loaded] = {}
         self._captioners: dict[str, Captioner] = {}
 
     def applies(self, cfg: JobConfig) -> bool:
@@ -168,25 +199,22 @@ class _Stage:
             settings={section: getattr(cfg, section) for section in methods.sections()}, **kw)
 
     def pipeline(self, cfg: JobConfig):
-        """The loaded pipeline for `cfg.model` (loaded on first use), with `cfg.scheduler` set."""
-        key = (cfg.model, cfg.dtype, cfg.vae, cfg.compile_unet)
+        """The loaded pipeline for `cfg.model` (loaded on first use, or shared with another stage of
+        this process that loaded it), with `cfg.scheduler` set."""
+        key = _pipeline_key(cfg, self.device)
         if key not in self._pipes:
-            source = resolve_model(cfg.model)
-            pipe = load_pipeline(source, dtype=cfg.dtype, device=self.device, vae=cfg.vae,
-                                 compile_unet=cfg.compile_unet)
-            info = {"model": cfg.model, "model_revision": model_revision(source), "versions": library_versions()}
-            if cfg.vae is not None:
-                info["vae"] = cfg.vae
-            if Path(source).is_dir():  # a local dir, toy-shapes or tiny-*: where it was, and exactly what
-                info.update(model_path=str(Path(source).absolute()), model_digest=model_digest(source))
-            self._pipes[key] = (pipe, pipe.scheduler, info)
-        pipe, native_scheduler, _ = self._pipes[key]
-        pipe.scheduler = native_scheduler if cfg.scheduler is None else \
-            SCHEDULERS[cfg.scheduler].from_config(native_scheduler.config)
+            loaded = _LOADED.get(key)
+            if loaded is None:
+                loaded = _LOADED[key] = _load(cfg, self.device)
+            self._pipes[key] = loaded  # the strong reference: the model lives as long as a stage using it
+        loaded = self._pipes[key]
+        pipe = loaded.pipe
+        pipe.scheduler = loaded.scheduler if cfg.scheduler is None else \
+            SCHEDULERS[cfg.scheduler].from_config(loaded.scheduler.config)
         return pipe
 
     def model_info(self, cfg: JobConfig) -> dict:
-        return self._pipes[(cfg.model, cfg.dtype, cfg.vae, cfg.compile_unet)][2]
+        return self._pipes[_pipeline_key(cfg, self.device)].info
 
     def captioner(self, cfg: JobConfig) -> Captioner:
         c = cfg.captioner

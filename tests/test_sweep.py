@@ -25,8 +25,9 @@ def test_tiny_sweep_runs_every_point_with_shared_models(tmp_path, monkeypatch):
     monkeypatch.setattr(stages, "load_pipeline", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
     out = tmp_path / "sweep"
     assert run_sweep("--sweep", TINY, "--prompts", PROMPTS, "--out", out) == 0
-    # one load per stage that needs the diffusion model (DNS+caption, generation), not per point
-    assert len(loads) == 2
+    # one load in this process, shared by the stages that need the diffusion model (DNS+caption,
+    # generation), not one per point
+    assert len(loads) == 1
     sweep = json.loads((out / "sweep.json").read_text())
     names = [p["name"] for p in sweep["points"]]
     assert names == ["cfg-w3", "cfg-w7", "answer-k1", "answer-k2", "auto-dnp"] and sweep["baseline"] == "cfg-w7"
