@@ -201,16 +201,18 @@ def sdxl_pipeline() -> StableDiffusionXLPipeline:
     )
 
 
-def sd_pipeline() -> StableDiffusionPipeline:
-    """A tiny random SD1.5-style pipeline (64 px by default, latents 8×8)."""
+def sd_pipeline(sample_size: int = 8, block_out_channels: tuple[int, int] = (32, 64),
+                layers_per_block: int = 1) -> StableDiffusionPipeline:
+    """A tiny random SD1.5-style pipeline (64 px by default, latents 8×8); the arguments size its UNet
+    (bench/medium.py builds a bigger one)."""
     tok = clip_tokenizer()
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=8,
+        sample_size=sample_size,
         in_channels=4,
         out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
+        block_out_channels=block_out_channels,
+        layers_per_block=layers_per_block,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=32,
