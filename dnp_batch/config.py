@@ -94,7 +94,7 @@ class _JobSettings(_Strict):
     device: str = "auto"  # auto = cuda when available, else cpu
     scheduler: Annotated[str | None, AfterValidator(_known_scheduler)] = None  # None: the model's own
     vae: str | None = None  # a replacement VAE (hub id or dir), e.g. madebyollin/sdxl-vae-fp16-fix: fp16 decode
-    compile_unet: bool = False  # torch.compile the UNet in place (1.12x images/s for SDXL on an H200, bench/gpu.py)
+    compile_unet: bool = False  # torch.compile the UNet in place (~1.1x images/s, SDXL on an H200: bench/gpu.py)
     method: Literal[methods.METHODS] = "answer"
     guidance_scale: float = api.DEFAULT_GUIDANCE_SCALE
     dns_guidance_scale: float | None = None  # None = guidance_scale (METHODS.md: w_dns = w)

@@ -203,7 +203,7 @@ def load_pipeline(
 ) -> StableDiffusionPipeline | StableDiffusionXLPipeline:
     """Load an SD or SDXL pipeline (safetensors only) onto `device`, optionally swapping its scheduler
     and its VAE (`vae`: see load_vae) and compiling its UNet in place (`torch.compile`, default mode:
-    bench/gpu.py measured 1.12x images/s for SDXL on an H200; the first call pays the compile)."""
+    bench/gpu.py measured ~1.1x images/s for SDXL on an H200; the first call pays the compile)."""
     torch_dtype = resolve_dtype(dtype)
     if scheduler is not None and scheduler not in SCHEDULERS:  # fail before a slow load
         raise ValueError(f"unknown scheduler {scheduler!r}; known: {', '.join(SCHEDULERS)}")
