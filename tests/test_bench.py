@@ -44,7 +44,7 @@ def test_pipeline_bench_prints_throughput_and_memory_ratios(ray_env):
     assert all(float(p[p.index("peak_rss_mb") + 1]) > 0 for p in peaks)
 
 
-def test_method_cost_bench_prints_the_nfe_ratio_and_one_load_per_stage():
+def test_method_cost_bench_prints_the_nfe_ratio_and_no_reload_per_shard():
     """bench/method_cost.py: ANSWER's NFE ratio to CFG by the formula, model loads not per shard."""
     from dnp_batch.guidance import answer_nfe, k_schedule
 
