@@ -1,4 +1,4 @@
-"""auto-DNP, human DNP (phase two) and CNP in the library API (METHODS.md §DNP, §CNP)."""
+"""auto-DNP, human DNP (phase two) and CNP in the library API (docs/METHODS.md §DNP, §CNP)."""
 
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ from dnp_batch.models import set_scheduler
 from dnp_batch.tiny import build_tiny
 
 SIZE, STEPS = 64, 6
-TOL = 1e-4  # across different batch compositions: float32 kernel blocking, not maths (test_sampler)
+from numerics import BATCH_TOL, assert_close
 
 
 class FixedCaptioner:
@@ -53,7 +53,7 @@ def test_auto_dnp_equals_np_with_the_recorded_caption(pipe, blip2, scheduler):
     for j in nonempty:
         ref = run(pipe, "np", prompts=[auto.records[j]["prompt"]], seeds=[auto.records[j]["seed"]],
                   negative_prompts=[captions[j]])
-        torch.testing.assert_close(auto.images[j:j + 1], ref.images, rtol=TOL, atol=TOL)
+        assert_close(auto.images[j:j + 1], ref.images, BATCH_TOL, "batch composition")
     assert all(r["nfe"] == 4 * STEPS and r["captions"] == 1 and r["captioner"]["model"] for r in auto.records)
 
 
@@ -71,14 +71,14 @@ def test_empty_caption_falls_back_to_no_negative_and_is_flagged(pipe):
     np_ = run(pipe, "np", negative_prompts=["a blurry photo", "x"])
     assert [r["empty_negative"] for r in auto.records] == [False, True]
     assert [r["negative_prompt"] for r in auto.records] == ["a blurry photo", ""]
-    torch.testing.assert_close(auto.images[1:], cfg.images[1:], rtol=TOL, atol=TOL)
-    torch.testing.assert_close(auto.images[:1], np_.images[:1], rtol=TOL, atol=TOL)
+    assert_close(auto.images[1:], cfg.images[1:], BATCH_TOL, "batch composition")
+    assert_close(auto.images[:1], np_.images[:1], BATCH_TOL, "batch composition")
 
 
 def test_dnp_with_blank_human_negative_falls_back_to_cfg(tiny_sd):
     dnp = run(tiny_sd, "dnp", negative_prompts=["", "a dark room"])
     assert [r["empty_negative"] for r in dnp.records] == [True, False]
-    torch.testing.assert_close(dnp.images[:1], run(tiny_sd, "cfg").images[:1], rtol=TOL, atol=TOL)
+    assert_close(dnp.images[:1], run(tiny_sd, "cfg").images[:1], BATCH_TOL, "batch composition")
 
 
 def test_auto_dnp_fresh_seed(tiny_sd):
@@ -86,7 +86,7 @@ def test_auto_dnp_fresh_seed(tiny_sd):
     auto = run(tiny_sd, "auto-dnp", captioner=cap, same_seed=False)
     assert [r["np_seed"] for r in auto.records] == [fresh_seed(3), fresh_seed(4)] and fresh_seed(3) != 3
     ref = run(tiny_sd, "np", seeds=(fresh_seed(3), fresh_seed(4)), negative_prompts=["grass", "grass"])
-    torch.testing.assert_close(auto.images, ref.images, rtol=TOL, atol=TOL)
+    assert_close(auto.images, ref.images, BATCH_TOL, "batch composition")
     assert not torch.allclose(auto.images, run(tiny_sd, "auto-dnp", captioner=cap).images)
 
 
@@ -112,7 +112,7 @@ def test_cnp_with_one_refresh_equals_auto_dnp(pipe):
     """every >= T: one refresh, from z_T: the DNS chain, its caption, then NP — i.e. auto-DNP."""
     cnp = run(pipe, "cnp", captioner=FixedCaptioner("a dark room", "grass"), cnp_every=STEPS)
     auto = run(pipe, "auto-dnp", captioner=FixedCaptioner("a dark room", "grass"))
-    torch.testing.assert_close(cnp.images, auto.images, rtol=TOL, atol=TOL)
+    assert_close(cnp.images, auto.images, BATCH_TOL, "batch composition")
 
 
 def test_cnp_refreshes_change_the_result(tiny_sd):

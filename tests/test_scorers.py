@@ -129,6 +129,8 @@ def test_imagereward_is_its_mlp_on_the_cross_attended_cls_token_standardised(twi
     with torch.no_grad():
         pixels = torch.stack([prep(im.convert("RGB")) for im in _images()])
         image_embeds = _blip_vit(state, pixels, heads=1)
+        # float32, the same maths in another op order (a hand-written ViT against transformers'):
+        # a few ulps per layer on activations of magnitude ~1; 1e-5 bounds two layers' worth.
         assert torch.allclose(scorer.vision(pixel_values=pixels).last_hidden_state, image_embeds, atol=1e-5)
         ids = tok(PROMPTS, padding="max_length", truncation=True, max_length=35, return_tensors="pt")
         assert ids["input_ids"].shape == (4, 35)

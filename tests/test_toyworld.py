@@ -147,6 +147,8 @@ def test_identity_vae_is_exact():
     x = torch.from_numpy(ims).permute(0, 3, 1, 2).float() / 127.5 - 1
     with torch.no_grad():
         z = vae.encode(x).latent_dist.mode()
+        # the invertible GroupNorm is exact up to a relative 1e-4 of its variance K²/2 (model.py), so
+        # latents of magnitude <= 3 come out within ~3e-4 of the closed form; 1e-3 bounds that
         assert torch.allclose(z, images_to_latents(ims, mean, std), atol=1e-3)
         y = vae.decode(z).sample
     back = ((y / 2 + 0.5).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
