@@ -57,7 +57,7 @@ def variants():
         ("np-generic", "np", {"negative_prompts": GENERIC_NEGATIVE}),
         ("auto-dnp", "auto-dnp", {"captioner": judge}),
         ("cnp-every5", "cnp", {"captioner": judge, "cnp_every": 5}),
-        ("answer", "answer", a()),  # METHODS.md's defaults (dns_guided, w_dns = w, global, λ = null)
+        ("answer", "answer", a()),  # docs/METHODS.md's defaults (dns_guided, w_dns = w, global, λ = null)
         ("answer-k1", "answer", a(k=1)),
         ("answer-k3", "answer", a(k=3)),
         ("answer-until0.25", "answer", a(until=0.25)),

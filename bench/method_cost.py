@@ -4,7 +4,7 @@
 
 1. On a medium SD-layout model built from a config (random weights; UNet channels (64, 128), two
    layers a block, 32² latents), one torch thread: for each batch size, the median wall time of
-   `generate()` with CFG and with ANSWER (METHODS.md defaults, latents out: the sampling loop and
+   `generate()` with CFG and with ANSWER (docs/METHODS.md defaults, latents out: the sampling loop and
    text encoding, no VAE decode), and each one's NFE counted by a hook on the UNet (rows per
    forward pass). ANSWER's cost is "within its NFE" when wall(answer)/wall(cfg) is within 5% of
    NFE(answer)/NFE(cfg); the last column is that gap.

@@ -17,7 +17,7 @@ from .methods import METHODS, AnswerConfig, CnpSettings, DnpSettings, fresh_seed
 
 OUTPUT_TYPES = ("pil", "np", "latent")
 
-# METHODS.md §Default hyperparameters
+# docs/METHODS.md §Default hyperparameters
 DEFAULT_GUIDANCE_SCALE = 7.0
 DEFAULT_STEPS = 30
 
@@ -170,7 +170,7 @@ def generate(
 ) -> GenerateResult:
     """Sample `prompts` (one seed each) with `method` on a loaded SD/SDXL pipeline.
 
-    Methods (`dnp_batch.methods`, METHODS.md): `cfg`; `np` and `dnp` (NP with the caller's
+    Methods (`dnp_batch.methods`, docs/METHODS.md): `cfg`; `np` and `dnp` (NP with the caller's
     negatives; `dnp` is phase two of human DNP, where an empty negative falls back to none); `dns`;
     `auto-dnp` and `cnp`, which need `captioner` (a `Captioner` or any callable: list of PIL images
     -> list of str); `answer`. A method's knobs come as `answer=`, `same_seed=`, `cnp_every=` or,
@@ -230,7 +230,7 @@ def describe_dns(
     batch_size: int = 4,
     method: str = "auto-dnp",
 ) -> DnsCaptions:
-    """auto-DNP's phase one (METHODS.md §DNP steps 1-2): DNS images and their captions. Phase
+    """auto-DNP's phase one (docs/METHODS.md §DNP steps 1-2): DNS images and their captions. Phase
     two is `generate(..., "auto-dnp", captions=...)`; `generate(..., "auto-dnp")` runs both."""
     if not hasattr(methods.get(method), "describe"):
         raise ValueError(f"method {method!r} has no DNS + caption phase")

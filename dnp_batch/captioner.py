@@ -1,4 +1,4 @@
-"""BLIP-2 captioning for auto-DNP (METHODS.md §DNP step 2) (its tiny random twin: `dnp_batch.tiny`).
+"""BLIP-2 captioning for auto-DNP (docs/METHODS.md §DNP step 2) (its tiny random twin: `dnp_batch.tiny`).
 
 Greedy, unconditional by default (`max_new_tokens=30`); a hub id or a local directory.
 """

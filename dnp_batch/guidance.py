@@ -1,6 +1,6 @@
-"""Guidance math: tensors in, tensors out. Each function cites its section of METHODS.md.
+"""Guidance math: tensors in, tensors out. Each function cites its section of docs/METHODS.md.
 
-Imports only torch, so a reader can check every line against ../shared/design/METHODS.md.
+Imports only torch, so a reader can check every line against docs/METHODS.md.
 """
 
 from __future__ import annotations

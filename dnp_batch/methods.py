@@ -1,4 +1,4 @@
-"""Every sampling method in one place (METHODS.md): its knobs, their checks and defaults, the
+"""Every sampling method in one place (docs/METHODS.md): its knobs, their checks and defaults, the
 inputs it needs, its sampler strategy, the fields it adds to a record and its NFE.
 
 A method is a `Method` subclass registered in `REGISTRY`; `generate()`, the job's config and
@@ -43,7 +43,7 @@ def _choice(name: str, value, choices):
 
 
 class AnswerConfig(Settings):
-    """ANSWER's knobs (METHODS.md §ANSWER); defaults as pinned there."""
+    """ANSWER's knobs (docs/METHODS.md §ANSWER); defaults as pinned there."""
 
     k: int = 2
     until: float = 0.5
@@ -96,7 +96,7 @@ class AnswerConfig(Settings):
 
 
 class DnpSettings(Settings):
-    """auto-DNP (METHODS.md §DNP): NP starts from the DNS chain's z_T, or from a fresh seed."""
+    """auto-DNP (docs/METHODS.md §DNP): NP starts from the DNS chain's z_T, or from a fresh seed."""
 
     same_seed: bool = True
 
@@ -109,7 +109,7 @@ class DnpSettings(Settings):
 
 
 class CnpSettings(Settings):
-    """CNP (METHODS.md §CNP): refresh the negative every N steps (1 = the paper's CNP)."""
+    """CNP (docs/METHODS.md §CNP): refresh the negative every N steps (1 = the paper's CNP)."""
 
     every: int = 1
 
@@ -122,7 +122,7 @@ class CnpSettings(Settings):
 
 
 class ApgSettings(Settings):
-    """APG (METHODS.md §APG): diffusers' `AdaptiveProjectedGuidance` knobs and defaults
+    """APG (docs/METHODS.md §APG): diffusers' `AdaptiveProjectedGuidance` knobs and defaults
     (`norm_threshold` is its `adaptive_projected_guidance_rescale`, `momentum` its
     `adaptive_projected_guidance_momentum`)."""
 
@@ -146,7 +146,7 @@ class ApgSettings(Settings):
 
 
 def fresh_seed(seed: int) -> int:
-    """METHODS.md §DNP `same_seed: false`: a new seed for NP, derived from the sample's own."""
+    """docs/METHODS.md §DNP `same_seed: false`: a new seed for NP, derived from the sample's own."""
     return int(np.random.SeedSequence([seed, 1]).generate_state(1, dtype=np.uint32)[0])
 
 
@@ -279,7 +279,7 @@ class Method:
         return run.chain(step.denoise, self.strategy(run), step.pos, step.null, None, step.seeds, run.callback)
 
     def nfe(self, steps: int, settings: Settings | None = None) -> int:
-        """UNet evaluations per sample (METHODS.md's formula)."""
+        """UNet evaluations per sample (docs/METHODS.md's formula)."""
         return 2 * steps
 
 

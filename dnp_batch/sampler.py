@@ -286,7 +286,7 @@ def encode_texts(pipe, texts: list[str], height: int, width: int) -> Cond:
 
 
 def null_cond(pipe, pos: Cond, height: int, width: int) -> Cond:
-    """∅ exactly as the pipeline's unconditional branch (METHODS.md §Notation): zeros for SDXL with
+    """∅ exactly as the pipeline's unconditional branch (docs/METHODS.md §Notation): zeros for SDXL with
     `force_zeros_for_empty_prompt`, else the encoding of ""; shaped like `pos`."""
     n = pos.embeds.shape[0]
     if is_sdxl(pipe) and pipe.config.force_zeros_for_empty_prompt:

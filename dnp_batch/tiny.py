@@ -1,7 +1,8 @@
 """Tiny random diffusers pipelines, built offline from configs, for tests and the quick-start.
 
-Weights are seeded per component, so two builds are byte-identical. Sizes follow
-`shared/design/FACTS.md` ("Tiny models that worked offline").
+Weights are seeded per component, so two builds are byte-identical. Sizes are the smallest that
+load offline through the real loaders and keep each architecture's layout (hidden 32, two UNet
+levels, 5 text layers; the layouts of diffusers' own pipeline tests).
 
     python -m dnp_batch.tiny --kind sdxl --out /tmp/tiny-sdxl
 """
@@ -356,7 +357,7 @@ def build_tiny_blip2(out: Path) -> None:
 
 # ---- tiny open_clip (dnp_batch.scoring loads it) ----
 
-# Sizes from shared/design/FACTS.md; vocab_size stays 49408, the BPE vocabulary open_clip ships.
+# The smallest open_clip layout that loads offline; vocab_size stays 49408, the BPE vocabulary open_clip ships.
 TINY_CLIP_CONFIG = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
