@@ -53,8 +53,6 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -218,7 +216,7 @@ def throughput(args, model: str) -> None:
 class _Summarize:
     """The trivial stage: unpack the shard row and return a tiny summary."""
 
-    def __init__(self, cfgs):
+    def __init__(self, cfgs, where=None):
         pass
 
     def __call__(self, row: dict) -> dict:
@@ -242,15 +240,17 @@ def _object_store_mib(gcs_address: str) -> int | None:
 
 def stream(n: int, per_shard: int) -> None:
     """The hidden `--_stream N` mode: one prompt count, in this (fresh) process; prints key=value."""
+    from dnp_batch.dag import build_dataset, make_ray_private  # before `ray`: see dnp_batch.dag
+
     import ray
     import ray.data
 
     from dnp_batch.config import StageResources, load_config
-    from dnp_batch.dag import build_dataset
     from dnp_batch.job import ShardTasks
     from dnp_batch.prompts import PromptSet, shard_sizes
     from dnp_batch.stages import StageSpec
 
+    make_ray_private()
     ctx = ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=os.environ.get("RAY_TMPDIR"))
     _quiet_ray_data()
     gcs = ctx.address_info["gcs_address"]

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny SD/SDXL pipelines built once per session, loaded through the real loader."""
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -12,6 +13,12 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 _CACHE = tempfile.mkdtemp(prefix="dnp_batch-test-cache-")
 os.environ["DNP_BATCH_CACHE"] = _CACHE
+# Every Ray instance the tests start is private as the job's own (dnp_batch.dag.make_ray_private):
+# token authentication with one random token for this test process and its children, and loopback
+# listeners (a flag Ray reads when it is first imported, so set before any test module imports it).
+os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
+                  RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
+os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
 
 import pytest  # noqa: E402
 
@@ -58,8 +65,7 @@ def ray_env():
     socket paths must stay short) that is removed afterwards."""
     tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_TMPDIR=tmp, RAY_AUTH_MODE="disabled", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-               RAY_USAGE_STATS_ENABLED="0")
+    env.update(RAY_TMPDIR=tmp)  # RAY_AUTH_MODE/RAY_AUTH_TOKEN and loopback: set at the top of this file
     yield env
     shutil.rmtree(tmp, ignore_errors=True)
 

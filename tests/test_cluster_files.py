@@ -78,7 +78,7 @@ def cluster_gpus_rayjob() -> list[int]:
 
 def gpu_requests(cfg) -> list[float]:
     """num_gpus of every actor the job starts (the stages its method and config use)."""
-    return [s.resources.num_gpus for s in build_stages([cfg]) for _ in range(s.resources.actors)]
+    return [s.resources.num_gpus for s in build_stages([cfg]) for _ in range(s.resources.max_actors)]
 
 
 def fits(requests: list[float], nodes: list[int]) -> bool:
@@ -114,7 +114,7 @@ def test_sdxl_configs_ask_for_gpus_fp16_and_methods_defaults(path):
     assert cfg.dtype == "float16" and cfg.device == "auto"
     assert cfg.stages.generate.num_gpus >= 1 and cfg.stages.generate.actors >= 1
     assert 0 < cfg.stages.score.num_gpus < 1  # the scorer shares a GPU
-    # METHODS.md §Default hyperparameters: SDXL base at 1024², Euler discrete, 30 steps, w = 7, w_dns = w.
+    # docs/METHODS.md §Default hyperparameters: SDXL base at 1024², Euler discrete, 30 steps, w = 7, w_dns = w.
     assert (cfg.height, cfg.width, cfg.steps, cfg.guidance_scale) == (1024, 1024, 30, 7.0)
     assert cfg.scheduler == "euler" and cfg.dns_guidance_scale is None
     assert cfg.clip.model == "ViT-H-14" and cfg.clip.pretrained == "laion2b_s32b_b79k"
@@ -238,3 +238,23 @@ def test_fits():
     assert not fits([1, 1, 1, 0.25], [0, 1, 1, 1])
     assert fits([1] * 7 + [0.25], [0, 8]) and not fits([1] * 8 + [0.25], [0, 8])
     assert not fits([2], [1, 1])
+
+
+# --- private by default ---------------------------------------------------------------------
+
+
+def test_launcher_cluster_uses_token_auth_and_a_localhost_dashboard():
+    cfg = load_yaml(LAUNCHER)
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = [c for c in cfg[key] if "ray start" in c]
+        assert start and all("RAY_AUTH_MODE=token ray start" in c for c in start), key
+    head = " ".join(cfg["head_start_ray_commands"])
+    assert "--dashboard-host=0.0.0.0" not in head and "--dashboard-host=127.0.0.1" in head
+    assert cfg["file_mounts"] == {"~/.ray/auth_token": "~/.ray/auth_token"}  # the token, where Ray reads it
+    assert "RAY_AUTH_MODE=token ray job submit" in LAUNCHER.read_text()
+
+
+def test_rayjob_uses_kuberays_token_auth_and_a_cluster_ip_service():
+    spec = load_yaml(RAYJOB)["spec"]["rayClusterSpec"]
+    assert spec["authOptions"] == {"mode": "token"}
+    assert spec["headGroupSpec"]["serviceType"] == "ClusterIP"

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import ray
 from ray.cluster_utils import Cluster
 
@@ -12,18 +13,28 @@ from dnp_batch.config import load_config
 from dnp_batch.dag import run_ray
 from dnp_batch.job import run, run_local
 from dnp_batch.prompts import PromptSet, expand_samples, read_prompts
-from jobutil import EXAMPLE_KEYS, FAST, JOB, PROMPTS, read_run
+from jobutil import EXAMPLE_KEYS, FAST, JOB, PROMPTS, ListenerWatch, process_tree, processes_under, read_run
 
 
 def test_ray_job_submit_runs_the_job_on_a_live_cluster(live_head, tmp_path):
+    """`ray job submit` to a `ray start --head` cluster with token auth (the suite's token, as a
+    user's cluster would have its own): the job joins it and authenticates; every socket of that
+    cluster's processes, the job's driver included, is on loopback, and its GCS checks the token."""
     env, address = live_head
     out = tmp_path / "out"
     ray_cli = str(Path(sys.executable).parent / "ray")
-    proc = subprocess.run(
-        [ray_cli, "job", "submit", "--address", address, "--",
-         "python", str(JOB), "--prompts", str(PROMPTS), "--config", str(FAST), "--out", str(out)],
-        env=env, capture_output=True, text=True, timeout=600)
+    with ListenerWatch(processes_under(env["RAY_TMPDIR"])) as watch:
+        proc = subprocess.run(
+            [ray_cli, "job", "submit", "--address", address, "--",
+             "python", str(JOB), "--prompts", str(PROMPTS), "--config", str(FAST), "--out", str(out)],
+            env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert any(name == "gcs_server" for _, _, name in watch.listeners) and watch.non_loopback() == []
+    assert watch.gcs_env and all(e == {"RAY_AUTH_MODE": "token", "token": True} for e in watch.gcs_env.values())
+    unauthenticated = subprocess.run([ray_cli, "job", "list", "--address", address], capture_output=True, text=True,
+                                     env={**{k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"},
+                                          "RAY_AUTH_MODE": "disabled"}, timeout=120)
+    assert unauthenticated.returncode != 0, unauthenticated.stdout  # a client without the token is refused
     assert "answer: 4 samples (0 failed) in 1 shards" in proc.stdout
     samples = read_run(out)
     assert sorted(samples) == EXAMPLE_KEYS and all("png" in f and "json" in f for f in samples.values())
@@ -44,10 +55,13 @@ def test_dag_on_a_three_node_cluster_gives_the_in_process_bytes(ray_env, tmp_pat
     try:
         ray.init(address=cluster.address)
         assert len([n for n in ray.nodes() if n["Alive"]]) == 3
-        summary = run(cfg, PromptSet(PROMPTS, 1), str(tmp_path / "ray"), run_ray)  # streamed: workers read shards
+        with ListenerWatch(process_tree(psutil.Process())) as watch:  # the simulated nodes are our children
+            summary = run(cfg, PromptSet(PROMPTS, 1), str(tmp_path / "ray"), run_ray)  # streamed: workers read shards
     finally:
         ray.shutdown()
         cluster.shutdown()
+    assert len([l for l in watch.listeners if l[2] == "gcs_server"]) >= 1 and watch.non_loopback() == []
+    assert watch.gcs_env and all(e == {"RAY_AUTH_MODE": "token", "token": True} for e in watch.gcs_env.values())
     assert summary.samples == 4 and summary.failed == 0
     local, distributed = read_run(tmp_path / "local"), read_run(tmp_path / "ray")
     assert sorted(distributed) == EXAMPLE_KEYS
