@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError,
-                      create_model, model_validator)
+                      create_model, field_validator, model_validator)
 
 from . import api, methods, scorers
 from .models import JUDGE_CAPTIONER, SCHEDULERS, TOY_MODEL
@@ -18,7 +18,7 @@ class _Strict(BaseModel):
 
 
 class CaptionerSettings(_Strict):
-    """METHODS.md §DNP: BLIP-2, unconditional (no prompt), greedy, max_new_tokens=30."""
+    """docs/METHODS.md §DNP: BLIP-2, unconditional (no prompt), greedy, max_new_tokens=30."""
 
     model: str = "tiny-blip2"  # hub id (e.g. Salesforce/blip2-opt-2.7b), local dir, or tiny-blip2
     max_new_tokens: int = Field(30, ge=1)
@@ -49,12 +49,41 @@ def _known_scores(names: list[str] | None) -> list[str] | None:
     return names
 
 
-class StageResources(_Strict):
-    """What one Ray actor (or task) of a stage asks for; `actors` actors per stage."""
+class ActorRange(_Strict):
+    """An autoscaling pool: Ray Data starts `min` actors and adds actors up to `max` while work is
+    queued and the cluster has room (GPUs that an autoscaling cluster brings), and gives idle ones back."""
 
-    actors: int = Field(1, ge=1)
+    min: int = Field(ge=1)
+    max: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.max < self.min:
+            raise ValueError(f"actors.max ({self.max}) must be >= actors.min ({self.min})")
+        return self
+
+
+class StageResources(_Strict):
+    """What one Ray actor (or task) of a stage asks for; `actors` actors per stage: a count (a fixed
+    pool) or `{min, max}` (an autoscaling pool)."""
+
+    actors: PositiveInt | ActorRange = 1
     num_gpus: float = Field(0.0, ge=0.0)  # fractions let two stages share a GPU
     num_cpus: float = Field(0.5, gt=0.0)
+
+    @field_validator("actors", mode="before")
+    @classmethod
+    def _actors(cls, v):
+        """One message for either form (a union's error would list both alternatives)."""
+        if isinstance(v, dict):
+            return ActorRange(**v)
+        if isinstance(v, ActorRange) or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError(f"actors must be a positive integer or {{min: N, max: M}}, got {v!r}")
+
+    @property
+    def max_actors(self) -> int:
+        return self.actors if isinstance(self.actors, int) else self.actors.max
 
 
 class StagesSettings(_Strict):
@@ -86,7 +115,7 @@ TOY_DEFAULTS = {"method": "answer", "guidance_scale": 3.0, "steps": 20, "answer"
 class _JobSettings(_Strict):
     """Built-in defaults: the trained toy-world model of this repository (no downloads), whose exact
     judge also captions (auto-DNP, CNP) and scores, with the settings the toy-world study chose by
-    its pre-declared rule (TOY_DEFAULTS); on other models, METHODS.md's hyperparameters. Each
+    its pre-declared rule (TOY_DEFAULTS); on other models, docs/METHODS.md's hyperparameters. Each
     method's own section (`answer`, `dnp`, `cnp`, ...) comes from `dnp_batch.methods`."""
 
     model: str = TOY_MODEL  # hub id, local diffusers dir, toy-shapes, or tiny-sdxl / tiny-sd
@@ -97,7 +126,7 @@ class _JobSettings(_Strict):
     compile_unet: bool = False  # torch.compile the UNet in place (~1.1x images/s, SDXL on an H200: bench/gpu.py)
     method: Literal[methods.METHODS] = "answer"
     guidance_scale: float = api.DEFAULT_GUIDANCE_SCALE
-    dns_guidance_scale: float | None = None  # None = guidance_scale (METHODS.md: w_dns = w)
+    dns_guidance_scale: float | None = None  # None = guidance_scale (docs/METHODS.md: w_dns = w)
     guidance_rescale: float = Field(0.0, ge=0.0, le=1.0)
     steps: int = Field(api.DEFAULT_STEPS, ge=1)
     height: int | None = None  # None = the model's native size

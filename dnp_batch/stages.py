@@ -11,7 +11,9 @@ and skipped by later stages, and the rest of the shard goes on.
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import socket
 import time
 import traceback
 import weakref
@@ -47,6 +49,13 @@ def judge_prompt(image, prompt: str) -> dict | None:
 
 def resolve_device(device: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def local_placement() -> dict:
+    """Where a stage runs when no distributor says: this host, and the GPUs CUDA_VISIBLE_DEVICES
+    leaves visible to the process (none when unset or empty)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    return {"node": socket.gethostname(), "pid": os.getpid(), "gpu_ids": [g for g in visible.split(",") if g.strip()]}
 
 
 def check_samples(cfg: JobConfig, samples: "Samples | PromptSet") -> None:
@@ -160,9 +169,13 @@ class _Stage:
     run); it loads each distinct model it needs once, at start-up, and every row brings its own
     config, so grid points that share a model share the loaded one."""
 
-    def __init__(self, cfgs: list[JobConfig]):
+    def __init__(self, cfgs: list[JobConfig], where: Callable[[], dict] = local_placement):
         base = cfgs[0]
         self.device = resolve_device(base.device)
+        # Which device and GPU ids this stage's samples come from, as the distributor placed it
+        # (dag.ray_placement under Ray). A stage given a GPU by Ray where CUDA is not available
+        # (a CPU-only machine, the fake-GPU test cluster) runs on the CPU through this same code.
+        self.placement = {"device": self.device, **(where or local_placement)()}
         if self.device == "cpu":
             torch.set_num_threads(base.cpu_threads)
         self._pipes: dict[tuple, _Loaded] = {}
@@ -234,8 +247,8 @@ class DnsCaptionStage(_Stage):
 
     name = "dns_caption"
 
-    def __init__(self, cfgs: list[JobConfig]):
-        super().__init__(cfgs)
+    def __init__(self, cfgs: list[JobConfig], where: Callable[[], dict] = local_placement):
+        super().__init__(cfgs, where)
         for cfg in filter(self.applies, cfgs):
             self.prepare(cfg)
 
@@ -253,7 +266,7 @@ class DnsCaptionStage(_Stage):
             dns_guidance_scale=cfg.dns_guidance_scale, guidance_rescale=cfg.guidance_rescale,
             batch_size=len(samples))
         for item, image, caption, nfe, seconds in zip(items, dns.images, dns.captions, dns.nfe, dns.seconds):
-            item.update(dns_image=image, caption=caption, dns_nfe=nfe, dns_seconds=seconds)
+            item.update(dns_image=image, caption=caption, dns_nfe=nfe, dns_seconds=seconds, dns_placement=self.placement)
 
 
 class GenerationStage(_Stage):
@@ -261,8 +274,8 @@ class GenerationStage(_Stage):
 
     name = "generate"
 
-    def __init__(self, cfgs: list[JobConfig]):
-        super().__init__(cfgs)
+    def __init__(self, cfgs: list[JobConfig], where: Callable[[], dict] = local_placement):
+        super().__init__(cfgs, where)
         for cfg in cfgs:
             self.prepare(cfg)
 
@@ -286,13 +299,15 @@ class GenerationStage(_Stage):
             for item, s, image, rec in zip(items, samples, out.images, out.records):
                 item["image"] = image
                 item["record"] = {**rec, **self.model_info(cfg), "metadata": s.metadata, "status": "ok",
-                                  "nfe": rec["nfe"] + item["dns_nfe"], "seconds": rec["seconds"] + item["dns_seconds"]}
+                                  "nfe": rec["nfe"] + item["dns_nfe"], "seconds": rec["seconds"] + item["dns_seconds"],
+                                  "placement": {"dns_caption": item["dns_placement"], "generate": self.placement}}
             return
         out = self.generate_finite(cfg, samples, captioner=self.captioner(cfg) if self.captions_here(cfg) else None)
         dns_images = out.dns_images or [None] * len(samples)
         for item, s, image, dns, rec in zip(items, samples, out.images, dns_images, out.records):
             item.update(image=image, dns_image=dns)
-            item["record"] = {**rec, **self.model_info(cfg), "metadata": s.metadata, "status": "ok"}
+            item["record"] = {**rec, **self.model_info(cfg), "metadata": s.metadata, "status": "ok",
+                              "placement": {"generate": self.placement}}
 
     def generate_finite(self, cfg, samples, **kw) -> api.GenerateResult:
         """`generate`, never keeping a NaN/inf sample: such samples run again in float32 (once),
@@ -325,8 +340,8 @@ class ScoringStage(_Stage):
 
     name = "score"
 
-    def __init__(self, cfgs: list[JobConfig]):
-        super().__init__(cfgs)
+    def __init__(self, cfgs: list[JobConfig], where: Callable[[], dict] = local_placement):
+        super().__init__(cfgs, where)
         self._scorers: dict[tuple, score_registry.Scorer] = {}
         for cfg in cfgs:
             for name in cfg.score_names():
@@ -344,6 +359,8 @@ class ScoringStage(_Stage):
         return self._scorers[key]
 
     def process(self, cfg, samples, items):
+        for item in items:
+            item["record"].setdefault("placement", {})["score"] = self.placement
         if uses_judge(cfg):
             for s, item in zip(samples, items):
                 item["record"]["judge"] = judge_prompt(item["image"], s.prompt)
@@ -369,7 +386,7 @@ class ScoringStage(_Stage):
 class WriteStage:
     """Encode the images and write the shard (tar + its index) to the row's output; returns a summary."""
 
-    def __init__(self, cfgs: list[JobConfig]):
+    def __init__(self, cfgs: list[JobConfig], where: Callable[[], dict] | None = None):
         self._sinks: dict[str, ShardSink] = {}
 
     name = "write"
