@@ -41,12 +41,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="diffusers SD/SDXL dir or hub id (default: the tiny SDXL)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", default=",".join(map(str, STEPS)), help="comma-separated step counts T")
     args = parser.parse_args(argv)
     pipe = load_pipeline(args.model or ensure_tiny("sdxl"))
     generate(pipe, ["warm-up"], [0], "cfg", num_inference_steps=2, output_type="latent")
 
     print(f"{'T':>3} {'method':<7} {'NFE':>5} {'formula':>7} {'NFE/CFG':>8} {'time/CFG':>9}")
-    for steps in STEPS:
+    for steps in (int(t) for t in args.steps.split(",")):
         results = {m: measure(pipe, m, steps, args.repeats) for m in METHODS}
         cfg_nfe, cfg_time = results["cfg"]
         for m, (nfe, seconds) in results.items():
