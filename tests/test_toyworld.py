@@ -159,13 +159,20 @@ def test_training_is_deterministic_and_loads(tmp_path):
     from dnp_batch.toyworld.train import train
 
     for name in ("a", "b"):
-        train(tmp_path / name, seed=3, steps=2, save_every=0, quiet=True, batch_size=4, eval_n=4, eval_steps=2)
+        train(tmp_path / name, seed=3, steps=2, save_every=0, quiet=True, batch_size=4, eval_n=4, eval_steps=2,
+              eval_pairs=2)
     for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
         assert (tmp_path / "a" / part).read_bytes() == (tmp_path / "b" / part).read_bytes()
     log = json.loads((tmp_path / "a" / "train_log.json").read_text())
     assert log["complete"] and log["steps_done"] == 2 and log["seed"] == 3
     assert [e["step"] for e in log["evals"]] == [2] and 0 <= log["evals"][0]["all"] <= 1
+    assert {"layout_follows", "layout_judged", "layout_fg_iou"} <= set(log["evals"][0])
     pipe = load_pipeline(tmp_path / "a")
+    # v3's schedule: nothing of the image survives at t = T (zero terminal SNR), v-prediction, trailing
+    sched = pipe.scheduler.config
+    assert (sched.rescale_betas_zero_snr, sched.prediction_type, sched.timestep_spacing) == (
+        True, "v_prediction", "trailing")
+    assert float(pipe.scheduler.alphas_cumprod[-1]) == 0.0
     out = generate(pipe, ["a red circle"], [0], "cfg", height=32, width=32, num_inference_steps=2)
     assert out.images[0].size == (32, 32)
 
@@ -187,6 +194,40 @@ def test_resumed_training_equals_an_uninterrupted_run(tmp_path):
         assert (tmp_path / "straight" / part).read_bytes() == (tmp_path / "resumed" / part).read_bytes(), part
     with pytest.raises(ValueError, match="seed 5"):
         train(tmp_path / "resumed", steps=6, resume=True, **{**settings, "seed": 6})
+
+
+def test_cool_down_ends_at_zero_and_cannot_be_moved_once_started(tmp_path):
+    from dnp_batch.toyworld.train import lr_factor, train
+
+    assert [lr_factor(s, 2, 10, 4) for s in (0, 1, 5, 6, 7, 9)] == [0.5, 1.0, 1.0, 1.0, 0.75, 0.25]
+    assert lr_factor(8, 2) == 1.0  # no cool-down: constant, so a run can be extended
+    settings = dict(seed=1, save_every=0, quiet=True, batch_size=2, eval_every=0, cooldown=3)
+    train(tmp_path / "run", steps=3, minutes=0.0, **settings)  # stops after step 1, inside the 3-step cool-down
+    with pytest.raises(ValueError, match="cool-down"):
+        train(tmp_path / "run", steps=5, resume=True, **settings)
+
+
+def test_layout_score_counts_pairs_whose_order_follows_the_words():
+    from dnp_batch.toyworld.layout import score_pairs, swap_pairs
+
+    pairs = swap_pairs(6)
+    assert all(a != b and a.split(" ")[1] == b.split(" ")[-2] for a, b, *_ in pairs)  # roles swapped
+
+    def scene(first, second, relation):
+        spec = data.parse_caption(data.spec_caption(data.Spec((first, second), relation)))
+        rng = np.random.default_rng(0)
+        a, b = data._pair(rng, spec.objects[0], spec.objects[1], relation)
+        return data.render(data.Scene((a, b), relation, 0, 0.0, 0))
+
+    follow_a, follow_b = [], []
+    for text_a, text_b, relation, _, _ in pairs:
+        sa, sb = data.parse_caption(text_a), data.parse_caption(text_b)
+        follow_a.append(scene(*sa.objects, relation))
+        follow_b.append(scene(*sb.objects, relation))
+    right = score_pairs(follow_a, follow_b, pairs)
+    assert right["follows"] == right["judged"] == 6 and right["follows_rate"] == 1.0
+    same = score_pairs(follow_a, follow_a, pairs)  # the seed's picture whatever the words: never follows
+    assert same["follows"] == 0 and same["fg_iou"] == 1.0
 
 
 @pytest.mark.skipif(not (MODEL_DIR / "model_index.json").is_file(),

@@ -231,9 +231,22 @@ def build_unet(seed: int, arch: str = "v1", **overrides) -> UNet2DConditionModel
     return UNet2DConditionModel(**{**unet_config(arch), **overrides})
 
 
-def build_pipeline(vae, text_encoder, tokenizer, unet) -> StableDiffusionPipeline:
+# The toy model's noise schedule (v3): SD's scaled-linear betas rescaled to zero terminal SNR,
+# v-prediction, trailing spacing (Lin et al., "Common Diffusion Noise Schedules and Sample Steps are
+# Flawed", WACV 2024). At t = T the latent is pure noise (ᾱ_T = 0), so nothing of the image's layout
+# survives to the first sampling step and the model has to take it from the words. The first model
+# (v1) used SD's schedule as it is (`SD_SCHEDULER_CONFIG`: √ᾱ_T = 0.068, leading spacing), which left
+# a 13×13 shape visible at t = T.
+SCHEDULES: dict[str, dict] = {
+    "sd": dict(SD_SCHEDULER_CONFIG),
+    "zsnr-v": {**SD_SCHEDULER_CONFIG, "rescale_betas_zero_snr": True, "prediction_type": "v_prediction",
+               "timestep_spacing": "trailing"},
+}
+
+
+def build_pipeline(vae, text_encoder, tokenizer, unet, schedule: str = "zsnr-v") -> StableDiffusionPipeline:
     return StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-        scheduler=DDIMScheduler.from_config(SD_SCHEDULER_CONFIG),
+        scheduler=DDIMScheduler.from_config(SCHEDULES[schedule]),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )

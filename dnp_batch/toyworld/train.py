@@ -40,11 +40,11 @@ from diffusers import DDPMScheduler
 from safetensors.torch import load_file, save_file
 
 from ..models import library_versions, quiet_progress_bars
-from ..tiny import SD_SCHEDULER_CONFIG
 from .data import caption, kind_weights, prompts, render, sample_scene
 from .model import (
     ARCHITECTURES,
     MAX_LENGTH,
+    SCHEDULES,
     build_pipeline,
     build_text_encoder,
     build_tokenizer,
@@ -55,18 +55,36 @@ from .model import (
     unet_config,
 )
 
-DEFAULTS = dict(arch="v1", batch_size=32, lr=1.5e-3, warmup=100, weight_decay=0.0, grad_clip=1.0, ema_decay=0.999,
-                caption_dropout=0.1, min_snr_gamma=5.0, relation_share=0.5,
-                eval_every=500, eval_n=64, eval_w=5.0, eval_steps=20)
+DEFAULTS = dict(arch="v1", batch_size=32, lr=1.5e-3, warmup=100, cooldown=0, weight_decay=0.0, grad_clip=1.0,
+                ema_decay=0.999, caption_dropout=0.1, min_snr_gamma=5.0, relation_share=0.5, schedule="zsnr-v",
+                eval_every=500, eval_n=64, eval_w=3.0, eval_steps=20, eval_pairs=32)
 # Validation prompts for the training curve; the held-out set of the README (evaluate.HELDOUT_PROMPT_SEED)
 # is another seed, never looked at while training.
 VALIDATION_PROMPT_SEED = 4321
 CHECKPOINT = "checkpoint"
 
 
-def lr_factor(step: int, warmup: int) -> float:
-    """Linear warm-up, then constant (so a run can be extended: see the module docstring)."""
-    return min(1.0, (step + 1) / warmup)
+def lr_factor(step: int, warmup: int, steps: int | None = None, cooldown: int = 0) -> float:
+    """Linear warm-up, constant, then (with `cooldown`) a linear cool-down to 0 over the last
+    `cooldown` of `steps` steps. Until the cool-down starts a run can be extended bit-exactly
+    (a larger `--steps` on `--resume`: see the module docstring)."""
+    factor = min(1.0, (step + 1) / warmup)
+    if cooldown and steps is not None and step >= steps - cooldown:
+        factor *= (steps - step) / cooldown
+    return factor
+
+
+def loss_weight(snr: torch.Tensor, schedule: str, gamma: float) -> torch.Tensor:
+    """Per-sample weight of the prediction MSE.
+
+    "sd" (ε-prediction): Min-SNR-γ, min(SNR, γ)/SNR (Hang et al. 2023), the first model's loss.
+    "zsnr-v" (v-prediction): the x0-error weight of that loss floored at 1, min(max(SNR, 1), γ),
+    written as a v-MSE weight (‖v̂ - v‖² = (SNR + 1)·‖x̂0 - x0‖²): max(SNR, 1) capped at γ, over
+    SNR + 1. Min-SNR's own v-form, min(SNR, γ)/(SNR + 1), is 0 at t = T, exactly where the layout
+    must be learnt from the text; the floor keeps that step's x0 error at weight 1."""
+    if schedule == "sd":
+        return torch.clamp(snr, max=gamma) / snr
+    return torch.clamp(snr, min=1.0, max=gamma) / (snr + 1)
 
 
 def step_rng(seed: int, step: int) -> tuple[np.random.Generator, torch.Generator]:
@@ -118,8 +136,9 @@ def _write_logs(directory: Path, log: dict) -> None:
     lines += [f"{r['step']:6d} {r['elapsed_s']:9.1f} {r['lr']:.2e} {r['loss']:.5f} {r['mse']:.5f}" for r in log["curve"]]
     lines += ["", f"validation (CFG w={log['settings']['eval_w']}, {log['settings']['eval_steps']} DDIM steps, "
                   f"{log['settings']['eval_n']} prompts of seed {VALIDATION_PROMPT_SEED}, EMA weights)",
-              "step  shape  colour  count  relation  all"]
+              "step  shape  colour  count  relation  all    layout_follows  fg_iou (role-swapped prompts, same seeds)"]
     lines += [f"{e['step']:6d} {e['shape']:.3f}  {e['colour']:.3f}  {e['count']:.3f}  {e['relation']:.3f}     {e['all']:.3f}"
+              + (f"  {e['layout_follows']:.3f} ({e['layout_judged']})  {e['layout_fg_iou']:.3f}" if "layout_follows" in e else "")
               for e in log["evals"]]
     lines += ["", *log["events"]]
     (directory / "train_log.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -191,7 +210,8 @@ def _train(out: Path, seed: int, steps: int, minutes: float | None, resume: bool
         m.requires_grad_(False)
     params = [*unet.parameters(), *text_encoder.parameters()]
     opt = torch.optim.AdamW(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
-    noise_sched = DDPMScheduler.from_config(SD_SCHEDULER_CONFIG)
+    noise_sched = DDPMScheduler.from_config(SCHEDULES[hp["schedule"]])
+    v_pred = noise_sched.config.prediction_type == "v_prediction"
     alphas = noise_sched.alphas_cumprod.to(device)
     snr = alphas / (1 - alphas)
     id_cache: dict[str, list[int]] = {}
@@ -212,6 +232,9 @@ def _train(out: Path, seed: int, steps: int, minutes: float | None, resume: bool
         _load_checkpoint(ckpt, unet, text_encoder, ema_unet, ema_text, opt, params)
         step = state["step"]
         log = json.loads((out / "train_log.json").read_text(encoding="utf-8"))
+        if hp["cooldown"] and step > log["steps"] - hp["cooldown"] and steps != log["steps"]:
+            raise ValueError(f"--resume: the checkpoint at step {step} is inside the cool-down of a "
+                             f"{log['steps']}-step run; give --steps {log['steps']} (it cannot be extended now)")
     elif resume:
         raise ValueError(f"--resume: no checkpoint in {ckpt}; run without --resume to start")
     else:
@@ -241,7 +264,8 @@ def _train(out: Path, seed: int, steps: int, minutes: float | None, resume: bool
         log["steps_done"] = step
         log["sessions"][-1].update(to_step=step, minutes=round((time.perf_counter() - session_t0) / 60, 2))
         log["minutes_total"] = round(sum(s.get("minutes", 0) for s in log["sessions"]), 2)
-        pipe = build_pipeline(copy.deepcopy(vae).cpu(), copy.deepcopy(ema_text).cpu(), tok, copy.deepcopy(ema_unet).cpu())
+        pipe = build_pipeline(copy.deepcopy(vae).cpu(), copy.deepcopy(ema_text).cpu(), tok, copy.deepcopy(ema_unet).cpu(),
+                              hp["schedule"])
         tensors = {k: v.cpu() for k, v in _checkpoint_tensors(unet, text_encoder, ema_unet, ema_text, opt, params).items()}
         state = {"seed": seed, "step": step, "settings": hp, "format": "state.safetensors: unet./text. raw weights, "
                  "ema_unet./ema_text. EMA weights, opt.<param index>.<exp_avg|exp_avg_sq|step> AdamW state"}
@@ -257,11 +281,20 @@ def _train(out: Path, seed: int, steps: int, minutes: float | None, resume: bool
         _replace_dir(out, fill)
 
     def validate() -> None:
-        pipe = build_pipeline(vae, ema_text, tok, ema_unet)
+        pipe = build_pipeline(vae, ema_text, tok, ema_unet, hp["schedule"])
         pipe.register_to_config(_name_or_path=f"{out} (training, step {step})")
         res = _validate(pipe, hp, device)
-        log["evals"].append({"step": step, **{k: round(v, 4) for k, v in res.items() if k != "n"}})
-        event("validation: " + ", ".join(f"{k} {res[k]:.3f}" for k in ("shape", "colour", "count", "relation", "all")))
+        row = {"step": step, **{k: round(v, 4) for k, v in res.items() if k != "n"}}
+        text = ", ".join(f"{k} {res[k]:.3f}" for k in ("shape", "colour", "count", "relation", "all"))
+        if hp["eval_pairs"]:
+            from .layout import layout_test
+
+            lay = layout_test(pipe, hp["eval_pairs"], hp["eval_w"], hp["eval_steps"])
+            row.update(layout_follows=round(lay["follows_rate"], 4), layout_judged=lay["judged"],
+                       layout_fg_iou=round(lay["fg_iou"], 4))
+            text += f"; layout follows {lay['follows']}/{lay['judged']}, same-seed fg IoU {lay['fg_iou']:.2f}"
+        log["evals"].append(row)
+        event("validation: " + text)
 
     event(f"{'resumed' if step else 'setup done'}; unet {log['params']['unet']:,} params, "
           f"text encoder {log['params']['text_encoder']:,}; {steps} steps planned")
@@ -279,11 +312,12 @@ def _train(out: Path, seed: int, steps: int, minutes: float | None, resume: bool
         noisy = noise_sched.add_noise(latents, noise, t)
         hidden = text_encoder(ids_for(texts))[0]
         pred = unet(noisy, t, hidden).sample
-        mse = (pred - noise).pow(2).mean(dim=(1, 2, 3))
-        weight = torch.clamp(snr[t], max=hp["min_snr_gamma"]) / snr[t]
+        target = noise_sched.get_velocity(latents, noise, t) if v_pred else noise
+        mse = (pred - target).pow(2).mean(dim=(1, 2, 3))
+        weight = loss_weight(snr[t], hp["schedule"], hp["min_snr_gamma"])
         loss = (weight * mse).mean()
         for group in opt.param_groups:
-            group["lr"] = hp["lr"] * lr_factor(step, hp["warmup"])
+            group["lr"] = hp["lr"] * lr_factor(step, hp["warmup"], steps, hp["cooldown"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, hp["grad_clip"])
