@@ -55,11 +55,16 @@ def _assert_same(a, b, path="state"):
         assert a == b, path
 
 
-@pytest.mark.parametrize("scheduler", ["euler", "dpmpp_2m", "euler_a", "ddim"])
+@pytest.mark.parametrize("scheduler", ["euler", "dpmpp_2m", "euler_a", "ddim", "ddim-zsnr-v"])
 def test_main_scheduler_state_is_untouched_by_the_minichain(pipe, scheduler):
     """Replay the main chain's guided eps through a fresh scheduler with no mini-chain: the latents and
-    the scheduler's whole state (step index, multistep history, noise drawn) match after every step."""
-    set_scheduler(pipe, scheduler)
+    the scheduler's whole state (step index, multistep history, noise drawn) match after every step.
+    `ddim-zsnr-v`: v-prediction with zero terminal SNR and trailing spacing."""
+    set_scheduler(pipe, scheduler.split("-")[0])
+    if scheduler.endswith("zsnr-v"):
+        pipe.scheduler = type(pipe.scheduler).from_config({
+            **dict(pipe.scheduler.config), "prediction_type": "v_prediction", "rescale_betas_zero_snr": True,
+            "timestep_spacing": "trailing"})
     seeds, steps = [5, 9], 6
     seen = []
     run(pipe, prompts=("a cat", "a dog"), seeds=seeds, steps=steps, answer=AnswerConfig(k=2, until=1.0),
@@ -217,17 +222,22 @@ def test_answer_guidance_is_cfg_plus_the_push():
 
 
 @pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpmpp_2m"])
-@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
-def test_x0_conversion_matches_a_hand_computation(tiny_sd, scheduler, prediction_type):
-    """The chain-end prediction at (z-, t_e) -> x0- -> the prediction that explains z_{t_i}."""
+@pytest.mark.parametrize("prediction_type,zero_snr", [("epsilon", False), ("v_prediction", False),
+                                                      ("v_prediction", True)])
+def test_x0_conversion_matches_a_hand_computation(tiny_sd, scheduler, prediction_type, zero_snr):
+    """The chain-end prediction at (z-, t_e) -> x0- -> the prediction that explains z_{t_i}. With
+    zero terminal SNR (trailing spacing) the chain starts at step 0, t = T, where nothing of x0 is left."""
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
     cls = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler, "dpmpp_2m": DPMSolverMultistepScheduler}[scheduler]
-    sched = cls.from_config({**dict(tiny_sd.scheduler.config), "prediction_type": prediction_type})
+    zsnr = {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"} if zero_snr else {}
+    sched = cls.from_config({**dict(tiny_sd.scheduler.config), "prediction_type": prediction_type, **zsnr})
     sched.set_timesteps(10)
     g = torch.Generator().manual_seed(1)
     z, z_end, pred = (torch.randn(1, 4, 8, 8, generator=g, dtype=torch.float64) for _ in range(3))
-    i, e = 2, 4
+    i, e = (0, 2) if zero_snr else (2, 4)
+    if zero_snr:
+        assert float(sched.alphas_cumprod[int(sched.timesteps[i])]) < 1e-6
     if scheduler == "euler":  # sigma space: z = x0 + s·eps; v as EulerDiscreteScheduler converts it
         s_e, s_i = float(sched.sigmas[e]), float(sched.sigmas[i])
         if prediction_type == "epsilon":
@@ -258,3 +268,18 @@ def test_x0_negative_runs_with_the_nfe_of_dns_guided(tiny_sd, scheduler):
     assert out.records[0]["nfe"] == guidance.answer_nfe(6, answer.schedule(6), "x0") == 6 * 2 + 2 * 2 * 3
     assert torch.isfinite(out.images).all()
     assert not torch.allclose(out.images, run(tiny_sd, answer=AnswerConfig(normalize="none")).images)
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler"])
+def test_answer_on_zero_terminal_snr_v_prediction(tiny_sd, scheduler):
+    """SD 2.x's / the v3 toy model's schedule: K = 0 is CFG bit for bit, both negative modes stay
+    finite from the t = T step (sqrt(alpha_bar) = 0) on, and the mini-chain leaves the main chain alone."""
+    from dnp_batch.models import SCHEDULERS
+
+    zsnr = {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
+    tiny_sd.scheduler = SCHEDULERS[scheduler].from_config({**dict(tiny_sd.scheduler.config), **zsnr})
+    cfg = run(tiny_sd, "cfg").images
+    assert torch.equal(run(tiny_sd, answer=AnswerConfig(k=0)).images, cfg)
+    for mode in ("dns_guided", "x0"):
+        got = run(tiny_sd, answer=AnswerConfig(k=2, until=1.0, negative_eps=mode)).images
+        assert torch.isfinite(got).all() and not torch.allclose(got, cfg), mode

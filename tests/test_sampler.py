@@ -167,3 +167,25 @@ def test_apg_is_cfg_unless_its_norm_clip_bites(pipe, monkeypatch):
     forced, bit = _apg(pipe, monkeypatch, norm_threshold=1e-3)
     assert bit
     assert (forced - cfg).abs().max() > 100 * FORM_TOL
+
+
+# SD 2.x's and zero-SNR fine-tunes' schedule (Lin et al., WACV 2024), which the v3 toy model also uses:
+# v-prediction, betas rescaled to zero terminal SNR, trailing spacing (the first step is t = T, where
+# sqrt(alpha_bar) = 0). diffusers' own pipeline call is the oracle, as above.
+ZSNR_V = {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler"])
+@pytest.mark.parametrize("method", ["cfg", "np", "dns"])
+def test_equals_diffusers_with_v_prediction_and_zero_terminal_snr(tiny_sd, scheduler, method):
+    from dnp_batch.models import SCHEDULERS
+
+    tiny_sd.scheduler = SCHEDULERS[scheduler].from_config({**dict(tiny_sd.scheduler.config), **ZSNR_V})
+    tiny_sd.scheduler.set_timesteps(STEPS)
+    assert float(tiny_sd.scheduler.alphas_cumprod[int(tiny_sd.scheduler.timesteps[0])]) < 1e-6  # nothing left at t_0
+    ref = diffusers_call(tiny_sd, method, "latent")
+    got = ours(tiny_sd, method, "latent")
+    assert torch.isfinite(got).all()
+    assert_close(got, ref, PIPELINE_TOL, "latents vs diffusers, zero-SNR v-prediction")
+    assert_close(ours(tiny_sd, method, "np"), diffusers_call(tiny_sd, method, "np"), PIPELINE_TOL,
+                 "images vs diffusers, zero-SNR v-prediction")
