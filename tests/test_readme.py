@@ -28,7 +28,10 @@ def test_quickstart_install_and_test_commands_are_what_ci_runs():
 
 
 def test_every_other_bash_command_runs(tmp_path, ray_env):
-    """Every command after the quick-start, run in order as written, with its out dirs in tmp."""
+    """Every command after the quick-start, run in order as written, with its out dirs in tmp. The jobs
+    run on the in-process distributor (`--distributor local` added): a private Ray costs ~40 s of
+    start-up a job on 2 cores, and the Ray distributor's bytes equal the local one's (tests/test_ray.py,
+    which also runs the quick-start and `ray job submit` on Ray)."""
     for block in blocks("bash")[1:]:
         for line in block.strip().splitlines():
             assert line.startswith(("python jobs/generate.py ", "python jobs/sweep.py ", "python jobs/report.py ",
@@ -36,6 +39,8 @@ def test_every_other_bash_command_runs(tmp_path, ray_env):
                 f"no test runs this README command: {line}"
             cmd = re.sub(r"\b(out-[a-z]+)/", lambda m: f"{tmp_path / m.group(1)}/", line)
             cmd = cmd.replace("python ", f"{sys.executable} ", 1)
+            if line.startswith(("python jobs/generate.py ", "python jobs/sweep.py ")):
+                cmd += " --distributor local"
             proc = subprocess.run(cmd, shell=True, cwd=REPO, capture_output=True, text=True, timeout=600, env=ray_env)
             assert proc.returncode == 0, (line, proc.stderr[-3000:])
     assert len(read_run(tmp_path / "out-sd")) == 8  # and jobs/verify.py found it whole (exit 0)
