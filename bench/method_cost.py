@@ -79,7 +79,7 @@ def method_cost(args) -> None:
 
 def model_loads(args) -> None:
     """Run local jobs of `--shards` shards and count model loads in the stages."""
-    from dnp_batch import stages
+    from dnp_batch.stages import pipelines as stages
     from dnp_batch.config import load_config
     from dnp_batch.job import run, run_local
     from dnp_batch.prompts import expand_samples

@@ -220,7 +220,7 @@ class _Summarize:
         pass
 
     def __call__(self, row: dict) -> dict:
-        from dnp_batch.stages import unpack
+        from dnp_batch.rows import unpack
 
         shard, _cfg, _out, samples, _items = unpack(row)
         return {"shard": shard, "n": len(samples)}

@@ -13,7 +13,7 @@ import os
 import secrets
 import sys
 from functools import partial
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -28,8 +28,10 @@ if "ray" not in sys.modules and not os.environ.get("RAY_ADDRESS"):
 import ray  # noqa: E402
 import ray.data  # noqa: E402
 
-from .config import JobConfig
-from .stages import StageSpec
+if TYPE_CHECKING:  # an actor process unpickles `ray_placement` from here: it must not import the stages
+    from .config import JobConfig
+    from .stages import StageSpec
+
 
 def make_ray_private() -> None:
     """Set this process's environment for a private local instance, before `ray.init` starts it:

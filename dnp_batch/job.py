@@ -27,7 +27,8 @@ from .models import library_versions
 from .prompts import PromptSet, Sample, Samples, as_samples, shard_sizes
 from .runs import check_shard
 from .sink import ShardSink
-from .stages import StageSpec, WriteStage, build_stages, check_samples, check_sources, new_row
+from .rows import new_row
+from .stages import StageSpec, WriteStage, build_stages, check_samples, check_sources
 
 
 class ShardTasks:

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from dnp_batch import stages
+from dnp_batch.stages import pipelines as stages
 from dnp_batch.sweep import load_sweep
 from jobutil import PROMPTS, REPO, index, read_run
 

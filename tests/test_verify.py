@@ -92,7 +92,7 @@ def test_every_record_names_the_exact_local_model(run_dir):
 
 def _poison_decoder(monkeypatch, dtypes):
     """Loaded pipelines of these dtypes decode NaN for the first sample of every batch."""
-    from dnp_batch import stages
+    from dnp_batch.stages import pipelines as stages
 
     real = stages.load_pipeline
 
