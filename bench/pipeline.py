@@ -220,10 +220,10 @@ class _Summarize:
         pass
 
     def __call__(self, row: dict) -> dict:
-        from dnp_batch.rows import unpack
+        from dnp_batch.rows import contents
 
-        shard, _cfg, _out, samples, _items = unpack(row)
-        return {"shard": shard, "n": len(samples)}
+        samples, _items = contents(row)
+        return {"shard": int(row["shard"]), "n": len(samples)}
 
 
 def _object_store_mib(gcs_address: str) -> int | None:

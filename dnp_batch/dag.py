@@ -131,6 +131,8 @@ def build_dataset(specs: list[StageSpec], tasks, cfgs: list[JobConfig]) -> "ray.
     for i, spec in enumerate(specs):
         r = spec.resources
         cls, args = (_reading(spec.cls), (cfgs, ray.put(tasks))) if i == 0 else (spec.cls, (cfgs,))
+        if not getattr(spec.cls, "takes_configs", True):
+            args = ()  # the writer: unpickling configs would import torch and diffusers into its actor
         ds = ds.map(cls, fn_constructor_args=args, fn_constructor_kwargs={"where": ray_placement},
                     compute=actor_pool(r.actors), num_gpus=r.num_gpus or None, num_cpus=r.num_cpus)
     return ds

@@ -95,3 +95,33 @@ def test_a_sample_that_raises_is_indexed_as_failed_and_the_rest_completes(tmp_pa
     assert json.loads(rows["teapot_0"]["record"])["prompt"].startswith("a glass teapot")
     assert all(rows[k]["status"] == "ok" for k in ("astronaut_0", "city_0", "fox_0"))
     assert json.loads((out / "manifest.json").read_text())["counts"]["failed"] == 1
+
+
+def test_the_write_stage_needs_neither_torch_nor_the_config(tmp_path):
+    """Under Ray, shared-storage outputs are written by write actors: a row made by the model stages,
+    written in a fresh process, gives the same shard bytes as the in-process writer, and that process
+    never imports torch, diffusers or the job config (its start-up stays about a second)."""
+    import pickle
+    import subprocess
+    import sys
+
+    from dnp_batch import rows
+    from dnp_batch.config import load_config
+    from dnp_batch.prompts import expand_samples, read_prompts
+    from dnp_batch.stages import WriteStage, build_stages
+    from jobutil import FAST, PROMPTS, read_run
+
+    cfg = load_config(FAST, method="cfg", sets=["steps=2"])
+    samples = expand_samples(read_prompts(PROMPTS), 1)[:2]
+    row = rows.new_row(0, cfg, str(tmp_path / "here"), samples)
+    for spec in build_stages([cfg])[:-1]:
+        row = spec.cls([cfg])(row)
+    WriteStage([cfg])(row)
+    (tmp_path / "row.pkl").write_bytes(pickle.dumps({**row, "out": str(tmp_path / "there")}))
+    code = ("import pickle, sys; from dnp_batch.stages import WriteStage; "
+            f"summary = WriteStage()(pickle.loads(open({str(tmp_path / 'row.pkl')!r}, 'rb').read())); "
+            "print(summary['samples'], sorted({'torch', 'diffusers', 'dnp_batch.config'} & set(sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split("\n")[0] == "2 []"
+    assert read_run(tmp_path / "there") == read_run(tmp_path / "here")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from ..rows import add_timing, pack, unpack
+from .. import rows
 
 if TYPE_CHECKING:
     from ..config import JobConfig
@@ -77,11 +77,12 @@ class Stage:
 
     def __call__(self, row: dict) -> dict:
         t0 = time.perf_counter()
-        shard, cfg, out, samples, items = unpack(row)
+        cfg = rows.config(row)
+        samples, items = rows.contents(row)
         if self.applies(cfg):
             self.prepare(cfg)  # a config the models cannot run fails the job, not each sample
             run_isolated(cfg.batch_size, samples, items, lambda s, it: self.process(cfg, s, it), cfg.method)
-        return pack(shard, cfg, out, samples, items, add_timing(row, self.name, time.perf_counter() - t0))
+        return rows.updated(row, samples, items, self.name, time.perf_counter() - t0)
 
     def prepare(self, cfg: JobConfig) -> None:
         pass

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import TYPE_CHECKING, Callable
 
-from ..rows import add_timing, unpack
+from ..rows import add_timing, contents
 from ..sink import ShardSink, encode_image
 
 if TYPE_CHECKING:
@@ -15,15 +16,19 @@ if TYPE_CHECKING:
 class WriteStage:
     """Encode the images and write the shard (tar + its index) to the row's output; returns a summary."""
 
-    def __init__(self, cfgs: list[JobConfig], where: Callable[[], dict] | None = None):
+    takes_configs = False  # it reads the row's `output`, so an actor of it never unpickles a JobConfig
+
+    def __init__(self, cfgs: list[JobConfig] | None = None, where: Callable[[], dict] | None = None):
         self._sinks: dict[str, ShardSink] = {}
 
     name = "write"
 
     def __call__(self, row: dict) -> dict:
         t0 = time.perf_counter()
-        shard, cfg, out, samples, items = unpack(row)
-        fmt, quality = cfg.output.image_format, cfg.output.quality
+        shard, out = int(row["shard"]), row["out"]
+        _, items = contents(row)
+        output = json.loads(row["output"])
+        fmt, quality = output["image_format"], output["quality"]
         for item in items:
             if not item.get("error"):
                 item["image"] = encode_image(item["image"], fmt, quality)
