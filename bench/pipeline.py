@@ -135,7 +135,7 @@ def bench_bare(cfg, samples) -> tuple[float, float]:
 
     from dnp_batch import load_pipeline
     from dnp_batch.sink import encode_image
-    from dnp_batch.models import resolve_model
+    from dnp_batch.names import resolve_model
     from dnp_batch.stages import resolve_device
 
     device = resolve_device(cfg.device)
@@ -171,7 +171,7 @@ def _model_overrides(model: str, tmp: str) -> dict:
 
 def throughput(args, model: str) -> None:
     from dnp_batch.config import load_config
-    from dnp_batch.models import resolve_model
+    from dnp_batch.names import resolve_model
 
     overrides = {"output": {"samples_per_shard": args.samples_per_shard}}
     if not args.clip:

@@ -16,7 +16,7 @@ from packaging.version import Version
 from PIL import Image
 from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
-from .models import quiet_progress_bars, resolve_dtype
+from .runtime import quiet_progress_bars, resolve_dtype
 
 DEFAULT_CAPTIONER = "Salesforce/blip2-opt-2.7b"
 BLIP2_MODEL_TYPE = "blip-2"

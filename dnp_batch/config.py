@@ -10,7 +10,8 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeI
                       create_model, field_validator, model_validator)
 
 from . import api, methods, scorers
-from .models import JUDGE_CAPTIONER, SCHEDULERS, TOY_MODEL
+from .models import SCHEDULERS
+from .names import JUDGE_CAPTIONER, TOY_MODEL
 
 
 class _Strict(BaseModel):

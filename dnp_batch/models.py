@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import diffusers
@@ -24,11 +22,9 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UniPCMultistepScheduler,
 )
-from diffusers.utils import logging as diffusers_logging
 from packaging.version import Version
-from transformers.utils import logging as transformers_logging
 
-from .toyworld.judge import JudgeCaptioner
+from .runtime import resolve_dtype, quiet_progress_bars
 
 SUPPORTED_PIPELINES = (StableDiffusionPipeline, StableDiffusionXLPipeline)
 
@@ -45,41 +41,6 @@ SCHEDULERS = {
 
 # diffusers 0.42 takes `dtype` and warns on `torch_dtype`; older releases only know `torch_dtype`.
 _DTYPE_KWARG = "dtype" if Version(diffusers.__version__).release >= (0, 42) else "torch_dtype"
-
-DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-}
-
-
-def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
-    """A torch dtype from itself or a name in `DTYPES` ("fp16", "bfloat16", ...)."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    key = str(dtype).lower().removeprefix("torch.")
-    if key not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPES)}")
-    return DTYPES[key]
-
-
-@contextmanager
-def quiet_progress_bars() -> Iterator[None]:
-    """Hide diffusers' and transformers' load/save progress bars, restoring their setting after."""
-    libs = (diffusers_logging, transformers_logging)
-    was_enabled = [lib.is_progress_bar_enabled() for lib in libs]
-    for lib in libs:
-        lib.disable_progress_bar()
-    try:
-        yield
-    finally:
-        for lib, enabled in zip(libs, was_enabled):
-            if enabled:
-                lib.enable_progress_bar()
-
 
 def set_scheduler(pipe: DiffusionPipeline, name: str) -> DiffusionPipeline:
     """Replace `pipe.scheduler` by the scheduler called `name` in `SCHEDULERS`, same config."""
@@ -146,31 +107,6 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             found[name] = None
     return found
-
-
-# ---- names a config may give besides a hub id or a local dir: one place for all of them ----
-
-TINY_MODELS = {"tiny-sdxl": "sdxl", "tiny-sd": "sd", "tiny-blip2": "blip2", "tiny-clip": "clip",
-               "tiny-pickscore": "pickscore", "tiny-hps": "hps", "tiny-imagereward": "imagereward",
-               "tiny-aesthetic": "aesthetic"}
-TOY_MODEL = "toy-shapes"  # the trained toy-world model committed in models/toy-shapes
-TOY_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / TOY_MODEL
-JUDGE_CAPTIONER = JudgeCaptioner.model_id  # "toyworld-judge": the toy world's exact judge as a captioner
-
-
-def resolve_model(name: str) -> str:
-    """A hub id or local dir as given; `tiny-*` names are built on first use into the cache;
-    `toy-shapes` is the trained toy-world model of this repository."""
-    if name in TINY_MODELS:
-        from . import tiny  # tiny builds its models with this module's helpers: import it on use
-
-        return str(tiny.ensure_tiny(TINY_MODELS[name]))
-    if name == TOY_MODEL:
-        if not (TOY_MODEL_DIR / "model_index.json").is_file():
-            raise ValueError(f"the toy-shapes model is missing from {TOY_MODEL_DIR}; train it with "
-                             f"`python -m dnp_batch.toyworld.train --out {TOY_MODEL_DIR}`")
-        return str(TOY_MODEL_DIR)
-    return name
 
 
 def model_revision(source: str) -> str | None:

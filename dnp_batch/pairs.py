@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from .fileio import TMP, WholeFiles, resolve
-from .models import TINY_MODELS, resolve_model
+from .names import TINY_MODELS, resolve_model
 from .runs import IMAGE_EXTS, SWEEP, Run, basename, is_sweep, sweep_points
 from .scoring import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED, ClipScorer
 from .sink import encode_image, record_json

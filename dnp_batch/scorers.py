@@ -38,7 +38,9 @@ import torch.nn.functional as F
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from .models import TINY_MODELS, quiet_progress_bars, resolve_dtype, resolve_model
+from .heads import load_mlp
+from .names import TINY_MODELS, resolve_model
+from .runtime import quiet_progress_bars, resolve_dtype
 from .scoring import PRECISIONS
 
 # ---- settings (the job config's `scorers:` section is built from these) ----
@@ -179,28 +181,6 @@ def companion(model_dir: str, default: str | None, marker: str) -> str:
     """A companion's location (processor, tokenizer, CLIP): the model's own local dir when it holds
     `marker` and the setting is the default or None, else the setting."""
     return model_dir if is_local(model_dir) and (Path(model_dir) / marker).exists() else default
-
-
-class MLP(torch.nn.Module):
-    """The improved-aesthetic-predictor head, as ImageReward reuses it: keys layers.{0,2,4,6,7}."""
-
-    def __init__(self, width: int):
-        super().__init__()
-        self.layers = torch.nn.Sequential(
-            torch.nn.Linear(width, 1024), torch.nn.Dropout(0.2), torch.nn.Linear(1024, 128), torch.nn.Dropout(0.2),
-            torch.nn.Linear(128, 64), torch.nn.Dropout(0.1), torch.nn.Linear(64, 16), torch.nn.Linear(16, 1))
-
-    def forward(self, x):
-        return self.layers(x)
-
-
-def load_mlp(state: dict[str, torch.Tensor], prefix: str = "") -> MLP:
-    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    if "layers.0.weight" not in weights:
-        raise ValueError(f"no {prefix}layers.0.weight: not the aesthetic/ImageReward MLP head")
-    mlp = MLP(weights["layers.0.weight"].shape[1])
-    mlp.load_state_dict(weights)
-    return mlp.eval()
 
 
 # ---- the scorers ----

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .models import resolve_dtype
+from .runtime import resolve_dtype
 
 DEFAULT_CLIP_MODEL = "ViT-H-14"
 DEFAULT_CLIP_PRETRAINED = "laion2b_s32b_b79k"

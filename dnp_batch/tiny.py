@@ -58,7 +58,8 @@ from transformers import (
     OPTConfig,
 )
 
-from .models import quiet_progress_bars
+from .published import SD_SCHEDULER_CONFIG, SDXL_SCHEDULER_CONFIG, bytes_to_unicode
+from .runtime import quiet_progress_bars
 from .scoring import CONFIG_NAME as CLIP_CONFIG_NAME
 from .scoring import WEIGHTS_NAME as CLIP_WEIGHTS_NAME
 
@@ -66,51 +67,11 @@ CACHE_VERSION = "v2"
 MODEL_MAX_LENGTH = 77
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
-# Real SD/SDXL betas; extra keys (clip_sample, set_alpha_to_one, skip_prk_steps) mirror the
-# SDXL base scheduler_config.json so swapping to DDIM/PNDM via from_config keeps them.
-_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
-SDXL_SCHEDULER_CONFIG = {
-    **_BETAS,
-    "steps_offset": 1,
-    "timestep_spacing": "leading",
-    "prediction_type": "epsilon",
-    "interpolation_type": "linear",
-    "use_karras_sigmas": False,
-    "trained_betas": None,
-    "clip_sample": False,
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "sample_max_value": 1.0,
-}
-SD_SCHEDULER_CONFIG = {
-    **_BETAS,
-    "steps_offset": 1,
-    "timestep_spacing": "leading",
-    "prediction_type": "epsilon",
-    "clip_sample": False,
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-}
-
 # A few merges so common words become single tokens; everything else falls back to bytes.
 _MERGES = [
     "r e", "re d</w>", "c u", "cu b", "cub e</w>", "t h", "th e</w>", "a n", "an d</w>",
     "o f</w>", "i n", "in g</w>", "p h", "ph o", "pho t", "phot o</w>",
 ]  # fmt: skip
-
-
-def bytes_to_unicode() -> list[str]:
-    """GPT-2/CLIP byte-level alphabet: one printable character per byte value."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    keep += list(range(ord("®"), ord("ÿ") + 1))
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            chars[b] = chr(b)
-        else:
-            chars[b] = chr(256 + extra)
-            extra += 1
-    return [chars[b] for b in range(256)]
 
 
 def _write_tokenizer_files(directory: Path) -> None:
@@ -429,7 +390,7 @@ def build_tiny_hps(out: Path) -> None:
 
 
 def _aesthetic_mlp(width: int, seed: int) -> torch.nn.Module:
-    from .scorers import MLP
+    from .heads import MLP
 
     torch.manual_seed(seed)
     return MLP(width).eval()

@@ -82,7 +82,8 @@ def test_models_load_from_safetensors_only(tmp_path, tiny_sd_dir):
 def test_every_record_names_the_exact_local_model(run_dir):
     """tiny-* and toy-shapes records carry the resolved path and a content digest of the model dir,
     so a sample can be replayed from its record alone."""
-    from dnp_batch.models import model_digest, resolve_model
+    from dnp_batch.models import model_digest
+    from dnp_batch.names import resolve_model
 
     rec = next(iter(read_run(run_dir).values()))["json"]
     rec = json.loads(rec)

@@ -8,7 +8,8 @@ from .. import methods
 from .. import scorers as score_registry
 from ..captioner import check_captioner_source
 from ..config import JobConfig
-from ..models import JUDGE_CAPTIONER, TINY_MODELS, TOY_MODEL, check_pipeline_source, resolve_model
+from ..models import check_pipeline_source
+from ..names import JUDGE_CAPTIONER, TINY_MODELS, TOY_MODEL, resolve_model
 from ..prompts import PromptSet, Samples
 from ..scoring import check_clip_source
 

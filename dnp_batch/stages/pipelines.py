@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import api, methods
 from ..captioner import Captioner
-from ..models import JUDGE_CAPTIONER, SCHEDULERS, library_versions, load_pipeline, model_digest, model_revision, \
-    resolve_model
+from ..models import SCHEDULERS, library_versions, load_pipeline, model_digest, model_revision
+from ..names import JUDGE_CAPTIONER, resolve_model
 from ..toyworld.judge import JudgeCaptioner
 from .base import Stage
 

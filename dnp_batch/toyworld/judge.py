@@ -29,6 +29,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from ..names import JUDGE_CAPTIONER
+
 from .data import COLOURS, IMAGE_SIZE, PALETTE, SHAPES, Spec, parse_caption, shape_mask, spec_caption
 
 COLOUR_TOL = 110.0  # max RGB distance from a palette colour
@@ -231,7 +233,7 @@ def describe(image) -> str:
 class JudgeCaptioner:
     """The detector as an exact captioner for auto-DNP / CNP (`generate(..., captioner=...)`)."""
 
-    model_id = "toyworld-judge"
+    model_id = JUDGE_CAPTIONER
     max_new_tokens = None
     prompt = None
 

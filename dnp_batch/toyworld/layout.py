@@ -75,7 +75,7 @@ def score_pairs(images_a, images_b, pairs) -> dict:
 def layout_test(pipe, n: int = 64, w: float = 3.0, steps: int = 20, seed0: int = 0, batch_size: int = 64) -> dict:
     """Sample every pair's two prompts from the same seeds (`seed0 + i`) with CFG at `w`."""
     from ..api import generate
-    from ..models import quiet_progress_bars
+    from ..runtime import quiet_progress_bars
 
     pairs = swap_pairs(n)
     seeds = list(range(seed0, seed0 + n))

@@ -24,7 +24,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from ..tiny import SD_SCHEDULER_CONFIG, bytes_to_unicode
+from ..published import SD_SCHEDULER_CONFIG, bytes_to_unicode
 from .data import IMAGE_SIZE, WORDS, dataset
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"

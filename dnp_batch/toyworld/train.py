@@ -39,7 +39,8 @@ import torch
 from diffusers import DDPMScheduler
 from safetensors.torch import load_file, save_file
 
-from ..models import library_versions, quiet_progress_bars
+from ..models import library_versions
+from ..runtime import quiet_progress_bars
 from .data import caption, kind_weights, prompts, render, sample_scene
 from .model import (
     ARCHITECTURES,

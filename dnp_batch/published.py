@@ -1,0 +1,44 @@
+"""Published settings of the pipelines' parts that the tiny twins (`dnp_batch.tiny`) and the toy
+world's model are both built with: SD/SDXL's scheduler configs and CLIP's byte-level BPE alphabet."""
+
+from __future__ import annotations
+
+# Real SD/SDXL betas; extra keys (clip_sample, set_alpha_to_one, skip_prk_steps) mirror the
+# SDXL base scheduler_config.json so swapping to DDIM/PNDM via from_config keeps them.
+_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+SDXL_SCHEDULER_CONFIG = {
+    **_BETAS,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "prediction_type": "epsilon",
+    "interpolation_type": "linear",
+    "use_karras_sigmas": False,
+    "trained_betas": None,
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "sample_max_value": 1.0,
+}
+SD_SCHEDULER_CONFIG = {
+    **_BETAS,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "prediction_type": "epsilon",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+}
+
+
+def bytes_to_unicode() -> list[str]:
+    """GPT-2/CLIP byte-level alphabet: one printable character per byte value."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    keep += list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return [chars[b] for b in range(256)]

@@ -1,0 +1,50 @@
+"""The package's shape: no import cycle between its modules, and one module that maps model names."""
+
+import ast
+import graphlib
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "dnp_batch"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports() -> dict[str, set[str]]:
+    """{module: the package's modules it imports}, every import statement counted, including those
+    inside functions (an import deferred to first use is still a dependency of the module)."""
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                for alias in node.names:  # `from . import tiny` names a module, `from .x import f` a name in x
+                    deps.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
+        graph[name] = {d for d in deps if d in modules and d != name}
+    return graph
+
+
+def test_the_walk_sees_the_imports():
+    graph = imports()
+    assert {"dnp_batch.guidance", "dnp_batch.sampler"} <= graph["dnp_batch.methods"]
+    assert "dnp_batch.tiny" in graph["dnp_batch.names"]  # a deferred import counts
+    assert "dnp_batch.stages.base" in graph["dnp_batch.stages.score"]
+
+
+def test_no_import_cycle_in_the_package():
+    graphlib.TopologicalSorter(imports()).static_order()  # raises CycleError naming the cycle
+
+
+def test_only_the_name_registry_imports_the_tiny_twins():
+    importers = sorted(m for m, deps in imports().items() if "dnp_batch.tiny" in deps)
+    assert importers == ["dnp_batch.names"], importers
