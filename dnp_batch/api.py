@@ -14,6 +14,7 @@ from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
 from . import methods, sampler
 from .methods import METHODS, AnswerConfig, CnpSettings, DnpSettings, fresh_seed
+from .settings import Strict, check_choice
 
 OUTPUT_TYPES = ("pil", "np", "latent")
 
@@ -40,11 +41,6 @@ class DnsCaptions:
     captions: list[str]
     nfe: list[int]
     seconds: list[float]
-
-
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
 def sample_id(prompt: str, seed: int, method: str, negative_prompt: str | None = None) -> str:
@@ -91,14 +87,14 @@ def _validate(pipe, prompts, seeds, method, negative_prompts, steps, height, wid
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"num_inference_steps must be an integer >= 1, got {steps!r}")
     check_size(pipe, height, width)
-    _check_choice("output_type", output_type, OUTPUT_TYPES)
+    check_choice("output_type", output_type, OUTPUT_TYPES)
     if ids is not None and len(ids) != len(prompts):
         raise ValueError(f"ids has {len(ids)} entries but prompts has {len(prompts)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
 
 
-def _settings(answer, same_seed, cnp_every, settings) -> dict[str, methods.Settings]:
+def _settings(answer, same_seed, cnp_every, settings) -> dict[str, Strict]:
     """Every method section's settings for a run: the keyword arguments, `settings`, defaults."""
     given = {"answer": answer, "dnp": DnpSettings(same_seed=same_seed), "cnp": CnpSettings(every=cnp_every),
              **(settings or {})}

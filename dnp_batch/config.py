@@ -6,19 +6,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError,
+from pydantic import (AfterValidator, Field, NonNegativeInt, PositiveInt, ValidationError,
                       create_model, field_validator, model_validator)
 
 from . import api, methods, scorers
-from .models import SCHEDULERS
+from .models import check_scheduler
 from .names import JUDGE_CAPTIONER, TOY_MODEL
+from .settings import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CaptionerSettings(_Strict):
+class CaptionerSettings(Strict):
     """docs/METHODS.md §DNP: BLIP-2, unconditional (no prompt), greedy, max_new_tokens=30."""
 
     model: str = "tiny-blip2"  # hub id (e.g. Salesforce/blip2-opt-2.7b), local dir, or tiny-blip2
@@ -26,7 +23,7 @@ class CaptionerSettings(_Strict):
     prompt: str | None = None
 
 
-class ClipSettings(_Strict):
+class ClipSettings(Strict):
     model: str | None = "tiny-clip"  # open_clip name (e.g. ViT-H-14), local dir, tiny-clip; None: no score
     pretrained: str | None = None  # open_clip pretrained tag (e.g. laion2b_s32b_b79k)
     batch_size: int = Field(32, ge=1)
@@ -35,7 +32,7 @@ class ClipSettings(_Strict):
 # One section per scorer with weights besides CLIP (whose settings stay in `clip:`), from the registry:
 # `scorers: {pickscore: {model: ..., processor: ...}, hps: {...}, ...}`; defaults: the published weights.
 ScorersSettings = create_model(
-    "ScorersSettings", __base__=_Strict, __module__=__name__,
+    "ScorersSettings", __base__=Strict, __module__=__name__,
     **{name: (model, model()) for name, model in scorers.SETTINGS.items()},
 )
 
@@ -50,7 +47,7 @@ def _known_scores(names: list[str] | None) -> list[str] | None:
     return names
 
 
-class ActorRange(_Strict):
+class ActorRange(Strict):
     """An autoscaling pool: Ray Data starts `min` actors and adds actors up to `max` while work is
     queued and the cluster has room (GPUs that an autoscaling cluster brings), and gives idle ones back."""
 
@@ -64,7 +61,7 @@ class ActorRange(_Strict):
         return self
 
 
-class StageResources(_Strict):
+class StageResources(Strict):
     """What one Ray actor (or task) of a stage asks for; `actors` actors per stage: a count (a fixed
     pool) or `{min, max}` (an autoscaling pool)."""
 
@@ -87,23 +84,17 @@ class StageResources(_Strict):
         return self.actors if isinstance(self.actors, int) else self.actors.max
 
 
-class StagesSettings(_Strict):
+class StagesSettings(Strict):
     generate: StageResources = StageResources()
     dns_caption: StageResources = StageResources()  # auto-dnp's first stage
     score: StageResources = StageResources(num_cpus=0.25)
     write: StageResources = StageResources(num_cpus=0.25)
 
 
-class OutputSettings(_Strict):
+class OutputSettings(Strict):
     image_format: Literal["png", "jpg", "webp"] = "png"
     quality: int = Field(95, ge=1, le=100)  # jpg/webp
     samples_per_shard: int = Field(100, ge=1)
-
-
-def _known_scheduler(name: str | None) -> str | None:
-    if name is not None and name not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {name!r}; known: {', '.join(SCHEDULERS)}")
-    return name
 
 
 # The toy world's defaults, chosen by bench/fidelity.py's pre-declared rule from its full study
@@ -113,7 +104,7 @@ def _known_scheduler(name: str | None) -> str | None:
 TOY_DEFAULTS = {"method": "answer", "guidance_scale": 3.0, "steps": 20, "answer": {"negative_scale": 1.0}}
 
 
-class _JobSettings(_Strict):
+class _JobSettings(Strict):
     """Built-in defaults: the trained toy-world model of this repository (no downloads), whose exact
     judge also captions (auto-DNP, CNP) and scores, with the settings the toy-world study chose by
     its pre-declared rule (TOY_DEFAULTS); on other models, docs/METHODS.md's hyperparameters. Each
@@ -122,7 +113,7 @@ class _JobSettings(_Strict):
     model: str = TOY_MODEL  # hub id, local diffusers dir, toy-shapes, or tiny-sdxl / tiny-sd
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     device: str = "auto"  # auto = cuda when available, else cpu
-    scheduler: Annotated[str | None, AfterValidator(_known_scheduler)] = None  # None: the model's own
+    scheduler: Annotated[str | None, AfterValidator(check_scheduler)] = None  # None: the model's own
     vae: str | None = None  # a replacement VAE (hub id or dir), e.g. madebyollin/sdxl-vae-fp16-fix: fp16 decode
     compile_unet: bool = False  # torch.compile the UNet in place (~1.1x images/s, SDXL on an H200: bench/gpu.py)
     method: Literal[methods.METHODS] = "answer"

@@ -20,9 +20,10 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import field_validator
 
 from . import guidance, sampler
+from .settings import Strict, check_choice
 
 NEGATIVE_EPS_MODES = sampler.NEGATIVE_EPS_MODES
 
@@ -30,19 +31,7 @@ NEGATIVE_EPS_MODES = sampler.NEGATIVE_EPS_MODES
 # ---- settings: one pydantic model per method section, used by generate() and JobConfig alike ----
 
 
-class Settings(BaseModel):
-    """A method's knobs: frozen, unknown keys refused."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _choice(name: str, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-    return value
-
-
-class AnswerConfig(Settings):
+class AnswerConfig(Strict):
     """ANSWER's knobs (docs/METHODS.md §ANSWER); defaults as pinned there."""
 
     k: int = 2
@@ -69,17 +58,17 @@ class AnswerConfig(Settings):
     @field_validator("shape", mode="before")
     @classmethod
     def _shape(cls, v):
-        return _choice("answer.shape", v, guidance.K_SHAPES)
+        return check_choice("answer.shape", v, guidance.K_SHAPES)
 
     @field_validator("normalize", mode="before")
     @classmethod
     def _normalize(cls, v):
-        return _choice("answer.normalize", v, guidance.NORMALIZE_MODES)
+        return check_choice("answer.normalize", v, guidance.NORMALIZE_MODES)
 
     @field_validator("negative_eps", mode="before")
     @classmethod
     def _negative_eps(cls, v):
-        return _choice("answer.negative_eps", v, NEGATIVE_EPS_MODES)
+        return check_choice("answer.negative_eps", v, NEGATIVE_EPS_MODES)
 
     @field_validator("negative_scale", mode="before")
     @classmethod
@@ -95,7 +84,7 @@ class AnswerConfig(Settings):
         return [guidance.k_schedule(i, num_steps, self.k, self.until, self.shape) for i in range(num_steps)]
 
 
-class DnpSettings(Settings):
+class DnpSettings(Strict):
     """auto-DNP (docs/METHODS.md §DNP): NP starts from the DNS chain's z_T, or from a fresh seed."""
 
     same_seed: bool = True
@@ -108,7 +97,7 @@ class DnpSettings(Settings):
         return v
 
 
-class CnpSettings(Settings):
+class CnpSettings(Strict):
     """CNP (docs/METHODS.md §CNP): refresh the negative every N steps (1 = the paper's CNP)."""
 
     every: int = 1
@@ -121,7 +110,7 @@ class CnpSettings(Settings):
         return v
 
 
-class ApgSettings(Settings):
+class ApgSettings(Strict):
     """APG (docs/METHODS.md §APG): diffusers' `AdaptiveProjectedGuidance` knobs and defaults
     (`norm_threshold` is its `adaptive_projected_guidance_rescale`, `momentum` its
     `adaptive_projected_guidance_momentum`)."""
@@ -182,12 +171,12 @@ class Run:
     steps: int
     height: int
     width: int
-    settings: dict[str, Settings] = field(default_factory=dict)
+    settings: dict[str, Strict] = field(default_factory=dict)
     captioner: Any = None
     output_type: str = "pil"
     callback: Callable[[dict], None] | None = None
 
-    def setting(self) -> Settings | None:
+    def setting(self) -> Strict | None:
         """This run's settings of its own method's section."""
         return self.settings.get(self.method.section) if self.method.section else None
 
@@ -257,7 +246,7 @@ class Method:
 
     name: ClassVar[str]
     section: ClassVar[str | None] = None  # its settings' key in JobConfig and generate(settings=...)
-    settings: ClassVar[type[Settings] | None] = None
+    settings: ClassVar[type[Strict] | None] = None
     needs_negative: ClassVar[bool] = False  # the caller gives one negative prompt per sample
     needs_captioner: ClassVar[bool] = False  # it captions its DNS images (auto-DNP, CNP)
     uses_dns_scale: ClassVar[bool] = False  # w_dns is one of its knobs (and in its records)
@@ -278,7 +267,7 @@ class Method:
         one chain from z_T with `strategy`."""
         return run.chain(step.denoise, self.strategy(run), step.pos, step.null, None, step.seeds, run.callback)
 
-    def nfe(self, steps: int, settings: Settings | None = None) -> int:
+    def nfe(self, steps: int, settings: Strict | None = None) -> int:
         """UNet evaluations per sample (docs/METHODS.md's formula)."""
         return 2 * steps
 
@@ -466,7 +455,7 @@ def get(name: str) -> Method:
     return REGISTRY[name]
 
 
-def sections() -> dict[str, type[Settings]]:
+def sections() -> dict[str, type[Strict]]:
     """{section: settings model} of every method that has knobs (JobConfig's method sections)."""
     return {m.section: m.settings for m in REGISTRY.values() if m.section}
 

@@ -42,10 +42,16 @@ SCHEDULERS = {
 # diffusers 0.42 takes `dtype` and warns on `torch_dtype`; older releases only know `torch_dtype`.
 _DTYPE_KWARG = "dtype" if Version(diffusers.__version__).release >= (0, 42) else "torch_dtype"
 
+def check_scheduler(name: str | None) -> str | None:
+    """`name` if it is a scheduler of `SCHEDULERS` (or None: the model's own), else a ValueError."""
+    if name is not None and name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; known: {', '.join(SCHEDULERS)}")
+    return name
+
+
 def set_scheduler(pipe: DiffusionPipeline, name: str) -> DiffusionPipeline:
     """Replace `pipe.scheduler` by the scheduler called `name` in `SCHEDULERS`, same config."""
-    if name not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {name!r}; known: {', '.join(SCHEDULERS)}")
+    check_scheduler(name)
     pipe.scheduler = SCHEDULERS[name].from_config(pipe.scheduler.config)
     return pipe
 
@@ -141,8 +147,7 @@ def load_pipeline(
     and its VAE (`vae`: see load_vae) and compiling its UNet in place (`torch.compile`, default mode:
     bench/gpu.py measured ~1.1x images/s for SDXL on an H200; the first call pays the compile)."""
     torch_dtype = resolve_dtype(dtype)
-    if scheduler is not None and scheduler not in SCHEDULERS:  # fail before a slow load
-        raise ValueError(f"unknown scheduler {scheduler!r}; known: {', '.join(SCHEDULERS)}")
+    check_scheduler(scheduler)  # fail before a slow load
     path = Path(id_or_dir).expanduser()
     if path.exists():
         check_pipeline_source(path)

@@ -36,18 +36,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from .heads import load_mlp
 from .names import TINY_MODELS, resolve_model
 from .runtime import quiet_progress_bars, resolve_dtype
+from .settings import Strict
 from .scoring import PRECISIONS
 
 # ---- settings (the job config's `scorers:` section is built from these) ----
 
 
-class _Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+class _Settings(Strict):
     batch_size: int = Field(16, ge=1)
 
 
