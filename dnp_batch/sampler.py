@@ -2,27 +2,24 @@
 
 The loop mirrors `StableDiffusion(XL)Pipeline.__call__` step for step (scale_model_input, one
 batched UNet call, guidance, `scheduler.step`) so that `cfg`/`np`/`dns` equal diffusers exactly.
-A method is a callable `(denoiser, scheduler, i, t, z, batch) -> eps~` that asks the denoiser for
-the predictions it needs and combines them with `guidance`.
+A method's strategy (in its file of `dnp_batch.methods`) is a callable `(denoiser, scheduler, i, t,
+z, batch) -> eps~` that asks the denoiser for the predictions it needs and combines them with
+`guidance`; the DNS chain that ANSWER and CNP run from an inner step is here (`dns_chain`).
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
-import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from diffusers import EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, StableDiffusionXLPipeline
+from diffusers import StableDiffusionXLPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
 from . import guidance
-
-NEGATIVE_EPS_MODES = ("dns_guided", "uncond", "cond", "x0")
-
 
 @dataclass
 class Cond:
@@ -71,71 +68,13 @@ class Denoiser:
         return list(eps.chunk(n))
 
 
-Method = Callable[[Denoiser, object, int, torch.Tensor, torch.Tensor, Batch], torch.Tensor]
+# A method's strategy: (denoiser, scheduler, i, t, z, batch) -> the guided prediction (dnp_batch.methods)
+Strategy = Callable[[Denoiser, object, int, torch.Tensor, torch.Tensor, Batch], torch.Tensor]
 
 
-def _rescale(eps: torch.Tensor, reference: torch.Tensor, guidance_rescale: float) -> torch.Tensor:
+def rescale(eps: torch.Tensor, reference: torch.Tensor, guidance_rescale: float) -> torch.Tensor:
     """Applied only when > 0, as the pipelines do, so that 0 stays bit-identical to diffusers."""
     return guidance.rescale_noise_cfg(eps, reference, guidance_rescale) if guidance_rescale > 0 else eps
-
-
-@dataclass
-class CFG:
-    guidance_scale: float
-    guidance_rescale: float = 0.0
-
-    def __call__(self, denoise, scheduler, i, t, z, batch):
-        eps_null, eps_p = denoise(scheduler, z, t, [batch.null, batch.pos])
-        return _rescale(guidance.cfg(eps_null, eps_p, self.guidance_scale), eps_p, self.guidance_rescale)
-
-
-@dataclass
-class NegativePrompt:
-    guidance_scale: float
-    guidance_rescale: float = 0.0
-
-    def __call__(self, denoise, scheduler, i, t, z, batch):
-        eps_n, eps_p = denoise(scheduler, z, t, [batch.neg, batch.pos])
-        eps = guidance.negative_prompt_guidance(eps_n, eps_p, self.guidance_scale)
-        return _rescale(eps, eps_p, self.guidance_rescale)
-
-
-@dataclass
-class DNS:
-    dns_guidance_scale: float
-    guidance_rescale: float = 0.0
-
-    def __call__(self, denoise, scheduler, i, t, z, batch):
-        eps_null, eps_p = denoise(scheduler, z, t, [batch.null, batch.pos])
-        # The positive branch of DNS is ∅, so a rescale refers to eps_∅.
-        return _rescale(guidance.dns(eps_null, eps_p, self.dns_guidance_scale), eps_null, self.guidance_rescale)
-
-
-@dataclass
-class APG:
-    """§APG: adaptive projected guidance, as diffusers' `AdaptiveProjectedGuidance` guider (its
-    momentum average of eps_p - eps_∅ restarts with every chain; w = 1 gives eps_p, as there)."""
-
-    guidance_scale: float
-    eta: float = 1.0
-    norm_threshold: float = 15.0
-    momentum: float | None = None
-    guidance_rescale: float = 0.0
-    running: torch.Tensor | float = 0.0
-
-    def __call__(self, denoise, scheduler, i, t, z, batch):
-        eps_null, eps_p = denoise(scheduler, z, t, [batch.null, batch.pos])
-        if i == 0:
-            self.running = 0.0
-        if math.isclose(self.guidance_scale, 1.0):
-            eps = eps_p
-        else:
-            diff = eps_p - eps_null
-            if self.momentum is not None:
-                self.running = diff + self.momentum * self.running
-                diff = self.running
-            eps = guidance.apg(eps_null, eps_p, diff, self.guidance_scale, self.eta, self.norm_threshold)
-        return _rescale(eps, eps_p, self.guidance_rescale)
 
 
 def minichain_generator(seed: int, step: int) -> torch.Generator:
@@ -157,88 +96,6 @@ def dns_chain(denoise, scheduler, i, z, batch, w_dns, num_steps, first=None):
     return z, chain
 
 
-SIGMA_SCHEDULERS = (EulerDiscreteScheduler, EulerAncestralDiscreteScheduler)  # z = x0 + sigma·eps, scaled input
-
-
-def vp_coefficients(scheduler, step_index: int) -> tuple[float, float, float]:
-    """(alpha, sigma, c) at step `step_index` of the scheduler's timesteps, such that `c·z` is a VP
-    latent alpha·x0 + sigma·eps: from `alphas_cumprod` (DDIM, DDPM, DPM-Solver++, UniPC, PNDM), or
-    from the Euler schedulers' sigma s (alpha = c = 1/sqrt(s² + 1), sigma = s·alpha)."""
-    if isinstance(scheduler, SIGMA_SCHEDULERS):
-        s = float(scheduler.sigmas[step_index])
-        alpha = 1.0 / (s * s + 1.0) ** 0.5
-        return alpha, s * alpha, alpha
-    if not hasattr(scheduler, "alphas_cumprod"):
-        raise ValueError(f"answer.negative_eps x0 does not support {type(scheduler).__name__}")
-    a = float(scheduler.alphas_cumprod[int(scheduler.timesteps[step_index])])
-    return a**0.5, (1.0 - a) ** 0.5, 1.0
-
-
-def negative_from_x0(scheduler, pred: torch.Tensor, z_end: torch.Tensor, end: int, z: torch.Tensor,
-                     start: int) -> torch.Tensor:
-    """§ANSWER `x0`: a prediction at (z_end, step `end`) -> its clean image -> the prediction that
-    explains z at step `start` with that clean image (the scheduler's prediction type)."""
-    kind = scheduler.config.prediction_type
-    alpha_e, sigma_e, c_e = vp_coefficients(scheduler, end)
-    alpha_i, sigma_i, c_i = vp_coefficients(scheduler, start)
-    x0 = guidance.x0_from_prediction(pred, c_e * z_end, alpha_e, sigma_e, kind)
-    return guidance.prediction_from_x0(x0, c_i * z, alpha_i, sigma_i, kind)
-
-
-@dataclass
-class Answer:
-    guidance_scale: float
-    dns_guidance_scale: float
-    ks: list[int]  # K_i for every step, from guidance.k_schedule
-    normalize: str = "global"
-    negative_eps: str = "dns_guided"
-    guidance_rescale: float = 0.0
-    negative_scale: float | None = None  # λ; None: the paper's form (§ANSWER step 3)
-
-    def __call__(self, denoise, scheduler, i, t, z, batch):
-        eps_null, eps_p = denoise(scheduler, z, t, [batch.null, batch.pos])
-        k = self.ks[i]
-        eps_neg = eps_null if k == 0 else self.negative(denoise, scheduler, i, z, eps_null, eps_p, k, batch)
-        eps = guidance.answer_guidance(eps_null, eps_p, eps_neg, self.guidance_scale, self.negative_scale)
-        return _rescale(eps, eps_p, self.guidance_rescale)
-
-    def negative(self, denoise, scheduler, i, z, eps_null, eps_p, k, batch):
-        """§ANSWER step 2: a K-step DNS mini-chain (its first step reuses the main pair), then Normalize."""
-        z_neg, chain = dns_chain(denoise, scheduler, i, z, batch, self.dns_guidance_scale, k, (eps_null, eps_p))
-        t_end = scheduler.timesteps[i + k]
-        if self.negative_eps in ("dns_guided", "x0"):
-            x = guidance.dns(*denoise(chain, z_neg, t_end, [batch.null, batch.pos]), self.dns_guidance_scale)
-            if self.negative_eps == "x0":
-                x = negative_from_x0(scheduler, x, z_neg, i + k, z, i)
-        elif self.negative_eps == "uncond":
-            (x,) = denoise(chain, z_neg, t_end, [batch.null])
-        else:
-            (x,) = denoise(chain, z_neg, t_end, [batch.pos])
-        return guidance.normalize(x, eps_null, self.normalize)
-
-
-@dataclass
-class CNP:
-    """§CNP: every `every` steps, run DNS from z_{t_i} to the end, describe the result (decode +
-    caption + encode, done by `describe`), and use it as the negative until the next refresh."""
-
-    guidance_scale: float
-    dns_guidance_scale: float
-    every: int
-    describe: Callable[[torch.Tensor, int], Cond]  # (final DNS latents, step i) -> negative condition
-    guidance_rescale: float = 0.0
-    neg: Cond | None = None
-
-    def __call__(self, denoise, scheduler, i, t, z, batch):
-        if i % self.every == 0:
-            remaining = len(scheduler.timesteps) - i
-            z_dns, _ = dns_chain(denoise, scheduler, i, z, batch, self.dns_guidance_scale, remaining)
-            self.neg = self.describe(z_dns, i)
-        eps_n, eps_p = denoise(scheduler, z, t, [self.neg, batch.pos])
-        eps = guidance.negative_prompt_guidance(eps_n, eps_p, self.guidance_scale)
-        return _rescale(eps, eps_p, self.guidance_rescale)
-
-
 def step_kwargs(scheduler, generators: list[torch.Generator], eta: float = 0.0) -> dict:
     """The extra `scheduler.step` arguments, as the pipelines' `prepare_extra_step_kwargs`."""
     params = set(inspect.signature(scheduler.step).parameters)
@@ -254,7 +111,7 @@ def sample(
     denoise: Denoiser,
     scheduler,
     z: torch.Tensor,
-    method: Method,
+    method: Strategy,
     batch: Batch,
     callback: Callable[[dict], None] | None = None,
 ) -> torch.Tensor:

@@ -1,0 +1,72 @@
+"""Every sampling method, one file each (docs/METHODS.md): as a diffusers guider file holds its knobs
+and math, a method's file holds its settings model, its sampler strategy, the fields it adds to a
+record and its NFE; the equations themselves are pure torch in `dnp_batch.guidance`.
+
+- `cfg.py`, `np.py`, `dns.py`: classifier-free guidance, negative prompting, the DNS chain
+- `dnp.py`: DNP with a person's negatives (`dnp`) or a captioner's (`auto-dnp`)
+- `cnp.py`: DNP re-captioned every few steps; `answer.py`: ANSWER; `apg.py`: APG
+- `base.py`: `Method`, one call's `Run`, the batch's `Step`, the DNP helpers
+
+A method is a `Method` subclass with a `name` in a module of this package: the registry below finds
+it, so adding one touches only its own file.
+
+    m = methods.get("answer")        # the method object
+    m.settings                       # its pydantic settings model (AnswerConfig), or None
+    m.needs_negative, m.needs_captioner
+    m.nfe(30, AnswerConfig())        # 120
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from .answer import AnswerConfig
+from .apg import ApgSettings
+from .base import Method, Run, Step, blank_to_none, captioner_record, clean_captions, fresh_seed
+from .cnp import CnpSettings
+from .dnp import DnpSettings
+from ..settings import Strict
+
+
+def _discover() -> dict[str, Method]:
+    """One instance of every `Method` subclass with a name, from every module of this package, in
+    the order the classes give (`order`)."""
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+    found, todo = [], list(Method.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if "name" in vars(cls):
+            found.append(cls)
+    names = [cls.name for cls in found]
+    if len(set(names)) != len(names):
+        raise RuntimeError(f"two methods share a name: {sorted(names)}")
+    return {cls.name: cls() for cls in sorted(found, key=lambda cls: cls.order)}
+
+
+REGISTRY: dict[str, Method] = _discover()
+METHODS = tuple(REGISTRY)
+
+
+def get(name: str) -> Method:
+    """The registered method called `name`; a clear error listing the known ones otherwise."""
+    if name not in REGISTRY:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {name!r}")
+    return REGISTRY[name]
+
+
+def sections() -> dict[str, type[Strict]]:
+    """{section: settings model} of every method that has knobs (JobConfig's method sections)."""
+    return {m.section: m.settings for m in REGISTRY.values() if m.section}
+
+
+def setting_axes() -> list[str]:
+    """Every method knob as a dotted config key (`answer.k`, `cnp.every`, ...): sweepable axes."""
+    return [f"{section}.{name}" for section, model in sections().items() for name in model.model_fields]
+
+
+__all__ = ["METHODS", "REGISTRY", "AnswerConfig", "ApgSettings", "CnpSettings", "DnpSettings", "Method", "Run",
+           "Step", "blank_to_none", "captioner_record", "clean_captions", "fresh_seed", "get", "sections",
+           "setting_axes"]

@@ -1,0 +1,77 @@
+"""§APG (docs/METHODS.md): adaptive projected guidance, a modern baseline."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from pydantic import field_validator
+
+from .. import guidance, sampler
+from ..settings import Strict
+from .base import Method
+
+
+class ApgSettings(Strict):
+    """APG (docs/METHODS.md §APG): diffusers' `AdaptiveProjectedGuidance` knobs and defaults
+    (`norm_threshold` is its `adaptive_projected_guidance_rescale`, `momentum` its
+    `adaptive_projected_guidance_momentum`)."""
+
+    eta: float = 1.0
+    norm_threshold: float = 15.0
+    momentum: float | None = None
+
+    @field_validator("eta", "norm_threshold", "momentum", mode="before")
+    @classmethod
+    def _number(cls, v, info):
+        if v is None and info.field_name == "momentum":
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+            raise ValueError(f"apg.{info.field_name} must be a number, got {v!r}")
+        if info.field_name == "norm_threshold" and v < 0:
+            raise ValueError(f"apg.norm_threshold must be >= 0 (0: no clipping), got {v!r}")
+        return v
+
+
+@dataclass
+class ApgStrategy:
+    """§APG: adaptive projected guidance, as diffusers' `AdaptiveProjectedGuidance` guider (its
+    momentum average of eps_p - eps_∅ restarts with every chain; w = 1 gives eps_p, as there)."""
+
+    guidance_scale: float
+    eta: float = 1.0
+    norm_threshold: float = 15.0
+    momentum: float | None = None
+    guidance_rescale: float = 0.0
+    running: torch.Tensor | float = 0.0
+
+    def __call__(self, denoise, scheduler, i, t, z, batch):
+        eps_null, eps_p = denoise(scheduler, z, t, [batch.null, batch.pos])
+        if i == 0:
+            self.running = 0.0
+        if math.isclose(self.guidance_scale, 1.0):
+            eps = eps_p
+        else:
+            diff = eps_p - eps_null
+            if self.momentum is not None:
+                self.running = diff + self.momentum * self.running
+                diff = self.running
+            eps = guidance.apg(eps_null, eps_p, diff, self.guidance_scale, self.eta, self.norm_threshold)
+        return sampler.rescale(eps, eps_p, self.guidance_rescale)
+
+
+class Apg(Method):
+    """§APG: a modern baseline; CFG's update projected against eps_p and norm-clipped."""
+
+    name = "apg"
+    order = 8
+    section = "apg"
+    settings = ApgSettings
+
+    def record_fields(self, run):
+        return {"apg": run.setting().model_dump()}
+
+    def strategy(self, run):
+        apg: ApgSettings = run.setting()
+        return ApgStrategy(run.guidance_scale, apg.eta, apg.norm_threshold, apg.momentum, run.guidance_rescale)

@@ -1,0 +1,150 @@
+"""What every method is made of: one `generate()` call's fixed settings (`Run`), the batch being
+sampled (`Step`), the `Method` base class, and the helpers the DNP methods share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+
+from .. import sampler
+from ..settings import Strict
+
+
+def fresh_seed(seed: int) -> int:
+    """docs/METHODS.md §DNP `same_seed: false`: a new seed for NP, derived from the sample's own."""
+    return int(np.random.SeedSequence([seed, 1]).generate_state(1, dtype=np.uint32)[0])
+
+
+def blank_to_none(text: str) -> str | None:
+    """An empty or whitespace negative (caption or human) means no negative prompt (§DNP)."""
+    return text.strip() or None
+
+
+def clean_captions(captions) -> list[str]:
+    """Captions as auto-DNP and CNP use them: stripped (an empty one means no negative)."""
+    return [c.strip() for c in captions]
+
+
+def captioner_record(captioner) -> dict:
+    """How a record names its captioner: a `Captioner` (or callable) described, or such a
+    description as given (auto-DNP's phase two, run where the captioner is not loaded)."""
+    if isinstance(captioner, dict):
+        return dict(captioner)
+    return {"model": getattr(captioner, "model_id", type(captioner).__name__),
+            "max_new_tokens": getattr(captioner, "max_new_tokens", None),
+            "prompt": getattr(captioner, "prompt", None)}
+
+
+@dataclass
+class Run:
+    """One `generate` call's fixed settings (the method's own in `settings`, by section name)."""
+
+    pipe: Any
+    method: "Method"
+    guidance_scale: float
+    dns_guidance_scale: float
+    guidance_rescale: float
+    steps: int
+    height: int
+    width: int
+    settings: dict[str, Strict] = field(default_factory=dict)
+    captioner: Any = None
+    output_type: str = "pil"
+    callback: Callable[[dict], None] | None = None
+
+    def setting(self) -> Strict | None:
+        """This run's settings of its own method's section."""
+        return self.settings.get(self.method.section) if self.method.section else None
+
+    def caption(self, images) -> list[str]:
+        return clean_captions(getattr(self.captioner, "caption", self.captioner)(images))
+
+    def params(self) -> dict:
+        """The run's record fields: the method's own, then what every record carries."""
+        pipe = self.pipe
+        return {
+            "guidance_scale": self.guidance_scale,
+            "guidance_rescale": self.guidance_rescale,
+            **self.method.record_fields(self),
+            "num_inference_steps": self.steps,
+            "height": self.height,
+            "width": self.width,
+            "scheduler": type(pipe.scheduler).__name__,
+            "scheduler_config": dict(pipe.scheduler.config),
+            "model": pipe.config._name_or_path,
+            "pipeline": type(pipe).__name__,
+            "dtype": str(pipe.unet.dtype).removeprefix("torch."),
+        }
+
+    def chain(self, denoise, strategy, pos, null, neg, seeds, callback=None) -> torch.Tensor:
+        """One full chain from z_T (drawn from the seeds) to z_0."""
+        scheduler = self.pipe.scheduler
+        scheduler.set_timesteps(self.steps, device=self.pipe._execution_device)
+        if len(scheduler.timesteps) != self.steps:
+            raise ValueError(
+                f"scheduler {type(scheduler).__name__} takes {len(scheduler.timesteps)} model steps for "
+                f"{self.steps} inference steps; only schedulers with one model call per step are supported"
+            )
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(0)
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        batch = sampler.Batch(pos, null, neg, list(seeds), generators)
+        z = sampler.initial_latents(self.pipe, scheduler, generators, self.height, self.width, pos.embeds.dtype)
+        return sampler.sample(denoise, scheduler, z, strategy, batch, callback)
+
+    def describe(self, z_dns: torch.Tensor, null) -> tuple[list, list[str], sampler.Cond]:
+        """DNS latents -> (images, captions, negative condition): §DNP steps 1-2."""
+        images = sampler.decode(self.pipe, z_dns, "pil")
+        captions = self.caption(images)
+        neg = sampler.negative_cond(self.pipe, [c or None for c in captions], null, self.height, self.width)
+        return images, captions, neg
+
+
+@dataclass
+class Step:
+    """A batch being sampled: its conditions and what each method adds to each sample's record."""
+
+    prompts: list[str]
+    seeds: list[int]
+    negatives: list[str] | None
+    pos: sampler.Cond
+    null: sampler.Cond
+    denoise: sampler.Denoiser
+    extras: list[dict]  # per sample, starts as {"negative_prompt": None}
+    dns_images: list | None = None
+
+
+class Method:
+    """A sampling method. Subclasses set `name` and what they need, and implement `sample` (or
+    `strategy`, for one chain). `order` places it in the registry (and so in listings and errors)."""
+
+    name: ClassVar[str]
+    order: ClassVar[float]
+    section: ClassVar[str | None] = None  # its settings' key in JobConfig and generate(settings=...)
+    settings: ClassVar[type[Strict] | None] = None
+    needs_negative: ClassVar[bool] = False  # the caller gives one negative prompt per sample
+    needs_captioner: ClassVar[bool] = False  # it captions its DNS images (auto-DNP, CNP)
+    uses_dns_scale: ClassVar[bool] = False  # w_dns is one of its knobs (and in its records)
+    stages: ClassVar[tuple[str, ...]] = ("generate",)  # the job's model stages, in order
+    writes_negatives_file: ClassVar[bool] = False  # human DNP phase one: the job writes negatives.jsonl
+    reads_negatives_file: ClassVar[bool] = False  # human DNP phase two: the job's --negatives
+
+    def record_fields(self, run: Run) -> dict:
+        """What this method adds to every record besides the common fields."""
+        return {"dns_guidance_scale": run.dns_guidance_scale} if self.uses_dns_scale else {}
+
+    def strategy(self, run: Run):
+        """The sampler strategy (`CfgStrategy`, ...) of a single-chain method."""
+        raise NotImplementedError
+
+    def sample(self, run: Run, step: Step) -> torch.Tensor:
+        """The final latents of the batch (filling `step.extras` / `step.dns_images`): by default
+        one chain from z_T with `strategy`."""
+        return run.chain(step.denoise, self.strategy(run), step.pos, step.null, None, step.seeds, run.callback)
+
+    def nfe(self, steps: int, settings: Strict | None = None) -> int:
+        """UNet evaluations per sample (docs/METHODS.md's formula)."""
+        return 2 * steps

@@ -1,0 +1,86 @@
+"""§CNP (docs/METHODS.md): the DNS chain from z_{t_i}, re-described every `every` steps as the negative."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from pydantic import field_validator
+
+from .. import guidance, sampler
+from ..sampler import Cond
+from ..settings import Strict
+from .base import Method, captioner_record
+
+
+class CnpSettings(Strict):
+    """CNP (docs/METHODS.md §CNP): refresh the negative every N steps (1 = the paper's CNP)."""
+
+    every: int = 1
+
+    @field_validator("every", mode="before")
+    @classmethod
+    def _every(cls, v):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"cnp.every must be an integer >= 1, got {v!r}")
+        return v
+
+
+@dataclass
+class CnpStrategy:
+    """§CNP: every `every` steps, run DNS from z_{t_i} to the end, describe the result (decode +
+    caption + encode, done by `describe`), and use it as the negative until the next refresh."""
+
+    guidance_scale: float
+    dns_guidance_scale: float
+    every: int
+    describe: Callable[[torch.Tensor, int], Cond]  # (final DNS latents, step i) -> negative condition
+    guidance_rescale: float = 0.0
+    neg: Cond | None = None
+
+    def __call__(self, denoise, scheduler, i, t, z, batch):
+        if i % self.every == 0:
+            remaining = len(scheduler.timesteps) - i
+            z_dns, _ = sampler.dns_chain(denoise, scheduler, i, z, batch, self.dns_guidance_scale, remaining)
+            self.neg = self.describe(z_dns, i)
+        eps_n, eps_p = denoise(scheduler, z, t, [self.neg, batch.pos])
+        eps = guidance.negative_prompt_guidance(eps_n, eps_p, self.guidance_scale)
+        return sampler.rescale(eps, eps_p, self.guidance_rescale)
+
+
+class Cnp(Method):
+    """§CNP: the DNS chain from z_{t_i} re-described every `every` steps as the negative."""
+
+    name = "cnp"
+    order = 6
+    section = "cnp"
+    settings = CnpSettings
+    needs_captioner = True
+    uses_dns_scale = True
+
+    def record_fields(self, run):
+        return {"dns_guidance_scale": run.dns_guidance_scale, "captioner": captioner_record(run.captioner),
+                "cnp_every": run.setting().every}
+
+    def nfe(self, steps, settings=None):
+        every = (settings or CnpSettings()).every
+        return 2 * steps + sum(2 * (steps - i) for i in range(0, steps, every))
+
+    def sample(self, run, step):
+        refreshes: list[list[str]] = []
+
+        def describe(z_dns, i):
+            images, captions, neg = run.describe(z_dns, step.null)
+            step.dns_images = step.dns_images or images  # the full DNS chain from z_T
+            refreshes.append(captions)
+            return neg
+
+        strategy = CnpStrategy(run.guidance_scale, run.dns_guidance_scale, run.setting().every, describe,
+                               run.guidance_rescale)
+        z = run.chain(step.denoise, strategy, step.pos, step.null, None, step.seeds, run.callback)
+        for j, extra in enumerate(step.extras):
+            captions = [r[j] for r in refreshes]
+            extra.update(negative_prompt=captions[-1], empty_negative=not captions[-1], cnp_captions=captions,
+                         captions=len(captions))
+        return z

@@ -1,0 +1,84 @@
+"""§DNP (docs/METHODS.md): DNS, described in words, as the negative prompt of NP: by a person
+(`dnp`, two runs) or by a captioner (`auto-dnp`, two stages of one job)."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import field_validator
+
+from .. import sampler
+from ..settings import Strict
+from .base import Method, Run, Step, blank_to_none, captioner_record, fresh_seed
+from .dns import DnsStrategy
+from .np import NegativePrompt, NpStrategy
+
+
+class DnpSettings(Strict):
+    """auto-DNP (docs/METHODS.md §DNP): NP starts from the DNS chain's z_T, or from a fresh seed."""
+
+    same_seed: bool = True
+
+    @field_validator("same_seed", mode="before")
+    @classmethod
+    def _same_seed(cls, v):
+        if not isinstance(v, bool):
+            raise ValueError(f"dnp.same_seed must be true or false, got {v!r}")
+        return v
+
+
+class HumanDnp(NegativePrompt):
+    """§DNP phase two with a person's negatives (from phase one's DNS images); a blank one
+    falls back to no negative prompt."""
+
+    name = "dnp"
+    order = 4
+    reads_negatives_file = True
+
+    def texts(self, negatives):
+        return [blank_to_none(n) for n in negatives]
+
+    def negative_fields(self, used):
+        return {"empty_negative": used is None}
+
+
+class AutoDnp(Method):
+    """§DNP with a captioner: DNS, caption x⁻ -> n*, then NP with (p, n*). Two phases, which the
+    job runs as two stages (`describe` on the captioner's GPU, then `from_captions`)."""
+
+    name = "auto-dnp"
+    order = 5
+    section = "dnp"
+    settings = DnpSettings
+    needs_captioner = True
+    uses_dns_scale = True
+    stages = ("dns_caption", "generate")
+
+    def record_fields(self, run):
+        return {"dns_guidance_scale": run.dns_guidance_scale, "captioner": captioner_record(run.captioner),
+                "same_seed": run.setting().same_seed}
+
+    def nfe(self, steps, settings=None):
+        return 4 * steps
+
+    def np_seeds(self, seeds: list[int], settings: DnpSettings) -> list[int]:
+        return list(seeds) if settings.same_seed else [fresh_seed(s) for s in seeds]
+
+    def describe(self, run: Run, step: Step) -> tuple[list, list[str]]:
+        """Phase one (§DNP steps 1-2): the DNS chain, decoded and captioned -> (x⁻ images, n*)."""
+        strategy = DnsStrategy(run.dns_guidance_scale, run.guidance_rescale)
+        z_dns = run.chain(step.denoise, strategy, step.pos, step.null, None, step.seeds)
+        images = sampler.decode(run.pipe, z_dns, "pil")
+        return images, run.caption(images)
+
+    def from_captions(self, run: Run, step: Step, captions: list[str]) -> torch.Tensor:
+        """Phase two (§DNP step 3): NP with (p, n*) from the same z_T (or a fresh seed)."""
+        np_seeds = self.np_seeds(step.seeds, run.setting())
+        for extra, caption, s in zip(step.extras, captions, np_seeds):
+            extra.update(negative_prompt=caption, empty_negative=not caption, np_seed=s, captions=1)
+        neg = sampler.negative_cond(run.pipe, [c or None for c in captions], step.null, run.height, run.width)
+        strategy = NpStrategy(run.guidance_scale, run.guidance_rescale)
+        return run.chain(step.denoise, strategy, step.pos, step.null, neg, np_seeds, run.callback)
+
+    def sample(self, run, step):
+        step.dns_images, captions = self.describe(run, step)
+        return self.from_captions(run, step, captions)

@@ -1,0 +1,31 @@
+"""§DNS (docs/METHODS.md): the least prompt-compliant image, CFG with p and ∅ swapped; phase one of human DNP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import guidance, sampler
+from .base import Method
+
+
+@dataclass
+class DnsStrategy:
+    dns_guidance_scale: float
+    guidance_rescale: float = 0.0
+
+    def __call__(self, denoise, scheduler, i, t, z, batch):
+        eps_null, eps_p = denoise(scheduler, z, t, [batch.null, batch.pos])
+        # The positive branch of DNS is ∅, so a rescale refers to eps_∅.
+        return sampler.rescale(guidance.dns(eps_null, eps_p, self.dns_guidance_scale), eps_null, self.guidance_rescale)
+
+
+class Dns(Method):
+    """§DNS: the least compliant image (CFG with p and ∅ swapped). Phase one of human DNP."""
+
+    name = "dns"
+    order = 3
+    uses_dns_scale = True
+    writes_negatives_file = True
+
+    def strategy(self, run):
+        return DnsStrategy(run.dns_guidance_scale, run.guidance_rescale)
