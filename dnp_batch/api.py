@@ -109,7 +109,7 @@ def _settings(answer, same_seed, cnp_every, settings) -> dict[str, Strict]:
 
 def _make_run(pipe, method, prompts, seeds, negative_prompts, guidance_scale, num_inference_steps, height, width,
               answer, dns_guidance_scale, guidance_rescale, captioner, same_seed, cnp_every, output_type, ids,
-              batch_size, callback, settings, captions) -> methods.Run:
+              batch_size, callback, settings, captions) -> methods.Call:
     if not isinstance(pipe, (StableDiffusionPipeline, StableDiffusionXLPipeline)):
         raise ValueError(
             f"pipe must be a diffusers StableDiffusionPipeline or StableDiffusionXLPipeline, got {type(pipe).__name__}"
@@ -129,14 +129,14 @@ def _make_run(pipe, method, prompts, seeds, negative_prompts, guidance_scale, nu
     elif m.needs_captioner and captioner is None:
         raise ValueError(f"method {method!r} needs a captioner (e.g. dnp_batch.captioner.Captioner())")
     dns_scale = guidance_scale if dns_guidance_scale is None else dns_guidance_scale
-    return methods.Run(pipe, m, guidance_scale, dns_scale, guidance_rescale, num_inference_steps, height, width,
+    return methods.Call(pipe, m, guidance_scale, dns_scale, guidance_rescale, num_inference_steps, height, width,
                        run_settings, captioner, output_type, callback)
 
 
-def _step(run: methods.Run, prompts, seeds, negatives) -> methods.Step:
+def _chunk(run: methods.Call, prompts, seeds, negatives) -> methods.Chunk:
     pos = sampler.encode_texts(run.pipe, prompts, run.height, run.width)
     null = sampler.null_cond(run.pipe, pos, run.height, run.width)
-    return methods.Step(prompts, seeds, negatives, pos, null, sampler.Denoiser(run.pipe.unet),
+    return methods.Chunk(prompts, seeds, negatives, pos, null, sampler.Denoiser(run.pipe.unet),
                         [{"negative_prompt": None} for _ in prompts])
 
 
@@ -183,21 +183,21 @@ def generate(
     for start in range(0, len(prompts), batch_size):
         chunk = slice(start, start + batch_size)
         t0 = time.perf_counter()
-        step = _step(run, list(prompts[chunk]), list(seeds[chunk]),
+        part = _chunk(run, list(prompts[chunk]), list(seeds[chunk]),
                      None if negative_prompts is None else list(negative_prompts[chunk]))
         if captions is None:
-            z = run.method.sample(run, step)
+            z = run.method.sample(run, part)
         else:
-            z = run.method.from_captions(run, step, list(captions[chunk]))
+            z = run.method.from_captions(run, part, list(captions[chunk]))
         finite: list[bool] = []
         images = sampler.decode(pipe, z, output_type, finite)
-        for extra, ok in zip(step.extras, finite):
+        for extra, ok in zip(part.extras, finite):
             if not ok:
                 extra["nonfinite"] = True  # NaN or inf in its latents or image: the image is not to be kept
-        seconds = (time.perf_counter() - t0) / len(step.extras)
+        seconds = (time.perf_counter() - t0) / len(part.extras)
         outputs.append(images)
-        dns_images.extend(step.dns_images or [])
-        for j, (p, s, extra) in enumerate(zip(prompts[chunk], seeds[chunk], step.extras)):
+        dns_images.extend(part.dns_images or [])
+        for j, (p, s, extra) in enumerate(zip(prompts[chunk], seeds[chunk], part.extras)):
             records.append({
                 "id": ids[start + j] if ids is not None else sample_id(p, s, method, extra["negative_prompt"]),
                 "prompt": p,
@@ -205,7 +205,7 @@ def generate(
                 "method": method,
                 **extra,
                 **params,
-                "nfe": step.denoise.nfe,
+                "nfe": part.denoise.nfe,
                 "seconds": seconds,
             })
     return GenerateResult(_concat(outputs, output_type), records, dns_images or None)
@@ -237,12 +237,12 @@ def describe_dns(
     for start in range(0, len(prompts), batch_size):
         chunk = slice(start, start + batch_size)
         t0 = time.perf_counter()
-        step = _step(run, list(prompts[chunk]), list(seeds[chunk]), None)
-        images, captions = run.method.describe(run, step)
+        part = _chunk(run, list(prompts[chunk]), list(seeds[chunk]), None)
+        images, captions = run.method.describe(run, part)
         seconds = (time.perf_counter() - t0) / len(images)
         out.images.extend(images)
         out.captions.extend(captions)
-        out.nfe.extend([step.denoise.nfe] * len(images))
+        out.nfe.extend([part.denoise.nfe] * len(images))
         out.seconds.extend([seconds] * len(images))
     return out
 

@@ -48,3 +48,12 @@ def test_no_import_cycle_in_the_package():
 def test_only_the_name_registry_imports_the_tiny_twins():
     importers = sorted(m for m, deps in imports().items() if "dnp_batch.tiny" in deps)
     assert importers == ["dnp_batch.names"], importers
+
+
+def test_no_two_classes_of_the_package_share_a_name():
+    seen: dict[str, list[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                seen.setdefault(node.name, []).append(module_name(path))
+    assert {name: where for name, where in seen.items() if len(where) > 1} == {}

@@ -122,7 +122,7 @@ def test_apg_equals_diffusers_adaptive_projected_guidance(pipe, settings):
                    height=SIZE, width=SIZE, output_type="latent", settings={"apg": apg})
     guider = AdaptiveProjectedGuidance(guidance_scale=W, adaptive_projected_guidance_momentum=apg.momentum,
                                        adaptive_projected_guidance_rescale=apg.norm_threshold, eta=apg.eta)
-    run = methods.Run(pipe, methods.get("cfg"), W, W, 0.0, STEPS, SIZE, SIZE)
+    run = methods.Call(pipe, methods.get("cfg"), W, W, 0.0, STEPS, SIZE, SIZE)
     pos = sampler.encode_texts(pipe, [PROMPT, "a dog"], SIZE, SIZE)
     null = sampler.null_cond(pipe, pos, SIZE, SIZE)
     ref = run.chain(sampler.Denoiser(pipe.unet), _DiffusersGuider(guider), pos, null, None, [SEED, 3])

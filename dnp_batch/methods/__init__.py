@@ -5,7 +5,8 @@ record and its NFE; the equations themselves are pure torch in `dnp_batch.guidan
 - `cfg.py`, `np.py`, `dns.py`: classifier-free guidance, negative prompting, the DNS chain
 - `dnp.py`: DNP with a person's negatives (`dnp`) or a captioner's (`auto-dnp`)
 - `cnp.py`: DNP re-captioned every few steps; `answer.py`: ANSWER; `apg.py`: APG
-- `base.py`: `Method`, one call's `Run`, the batch's `Step`, the DNP helpers
+- `base.py`: `Method`, a `generate()` call's settings (`Call`), the batch being sampled (`Chunk`),
+  the DNP helpers
 
 A method is a `Method` subclass with a `name` in a module of this package: the registry below finds
 it, so adding one touches only its own file.
@@ -23,7 +24,7 @@ import pkgutil
 
 from .answer import AnswerConfig
 from .apg import ApgSettings
-from .base import Method, Run, Step, blank_to_none, captioner_record, clean_captions, fresh_seed
+from .base import Call, Chunk, Method, blank_to_none, captioner_record, clean_captions, fresh_seed
 from .cnp import CnpSettings
 from .dnp import DnpSettings
 from ..settings import Strict
@@ -67,6 +68,6 @@ def setting_axes() -> list[str]:
     return [f"{section}.{name}" for section, model in sections().items() for name in model.model_fields]
 
 
-__all__ = ["METHODS", "REGISTRY", "AnswerConfig", "ApgSettings", "CnpSettings", "DnpSettings", "Method", "Run",
-           "Step", "blank_to_none", "captioner_record", "clean_captions", "fresh_seed", "get", "sections",
+__all__ = ["METHODS", "REGISTRY", "AnswerConfig", "ApgSettings", "CnpSettings", "DnpSettings", "Method", "Call",
+           "Chunk", "blank_to_none", "captioner_record", "clean_captions", "fresh_seed", "get", "sections",
            "setting_axes"]

@@ -102,7 +102,7 @@ def negative_from_x0(scheduler, pred: torch.Tensor, z_end: torch.Tensor, end: in
 class AnswerStrategy:
     guidance_scale: float
     dns_guidance_scale: float
-    ks: list[int]  # K_i for every step, from guidance.k_schedule
+    ks: list[int]  # K_i for every chunk, from guidance.k_schedule
     normalize: str = "global"
     negative_eps: str = "dns_guided"
     guidance_rescale: float = 0.0
@@ -139,16 +139,16 @@ class Answer(Method):
     settings = AnswerConfig
     uses_dns_scale = True
 
-    def record_fields(self, run):
-        answer: AnswerConfig = run.setting()
-        return {"dns_guidance_scale": run.dns_guidance_scale,
-                "answer": {**answer.model_dump(), "k_schedule": answer.schedule(run.steps)}}
+    def record_fields(self, call):
+        answer: AnswerConfig = call.setting()
+        return {"dns_guidance_scale": call.dns_guidance_scale,
+                "answer": {**answer.model_dump(), "k_schedule": answer.schedule(call.steps)}}
 
     def nfe(self, steps, settings=None):
         answer = settings or AnswerConfig()
         return guidance.answer_nfe(steps, answer.schedule(steps), answer.negative_eps)
 
-    def strategy(self, run):
-        answer: AnswerConfig = run.setting()
-        return AnswerStrategy(run.guidance_scale, run.dns_guidance_scale, answer.schedule(run.steps),
-                              answer.normalize, answer.negative_eps, run.guidance_rescale, answer.negative_scale)
+    def strategy(self, call):
+        answer: AnswerConfig = call.setting()
+        return AnswerStrategy(call.guidance_scale, call.dns_guidance_scale, answer.schedule(call.steps),
+                              answer.normalize, answer.negative_eps, call.guidance_rescale, answer.negative_scale)

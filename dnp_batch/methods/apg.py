@@ -69,9 +69,9 @@ class Apg(Method):
     section = "apg"
     settings = ApgSettings
 
-    def record_fields(self, run):
-        return {"apg": run.setting().model_dump()}
+    def record_fields(self, call):
+        return {"apg": call.setting().model_dump()}
 
-    def strategy(self, run):
-        apg: ApgSettings = run.setting()
-        return ApgStrategy(run.guidance_scale, apg.eta, apg.norm_threshold, apg.momentum, run.guidance_rescale)
+    def strategy(self, call):
+        apg: ApgSettings = call.setting()
+        return ApgStrategy(call.guidance_scale, apg.eta, apg.norm_threshold, apg.momentum, call.guidance_rescale)

@@ -1,5 +1,5 @@
-"""What every method is made of: one `generate()` call's fixed settings (`Run`), the batch being
-sampled (`Step`), the `Method` base class, and the helpers the DNP methods share."""
+"""What every method is made of: one `generate()` call's fixed settings (`Call`), the batch being
+sampled (`Chunk`), the `Method` base class, and the helpers the DNP methods share."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def captioner_record(captioner) -> dict:
 
 
 @dataclass
-class Run:
+class Call:
     """One `generate` call's fixed settings (the method's own in `settings`, by section name)."""
 
     pipe: Any
@@ -104,7 +104,7 @@ class Run:
 
 
 @dataclass
-class Step:
+class Chunk:
     """A batch being sampled: its conditions and what each method adds to each sample's record."""
 
     prompts: list[str]
@@ -132,18 +132,18 @@ class Method:
     writes_negatives_file: ClassVar[bool] = False  # human DNP phase one: the job writes negatives.jsonl
     reads_negatives_file: ClassVar[bool] = False  # human DNP phase two: the job's --negatives
 
-    def record_fields(self, run: Run) -> dict:
+    def record_fields(self, call: Call) -> dict:
         """What this method adds to every record besides the common fields."""
-        return {"dns_guidance_scale": run.dns_guidance_scale} if self.uses_dns_scale else {}
+        return {"dns_guidance_scale": call.dns_guidance_scale} if self.uses_dns_scale else {}
 
-    def strategy(self, run: Run):
+    def strategy(self, call: Call):
         """The sampler strategy (`CfgStrategy`, ...) of a single-chain method."""
         raise NotImplementedError
 
-    def sample(self, run: Run, step: Step) -> torch.Tensor:
-        """The final latents of the batch (filling `step.extras` / `step.dns_images`): by default
+    def sample(self, call: Call, chunk: Chunk) -> torch.Tensor:
+        """The final latents of the batch (filling `chunk.extras` / `chunk.dns_images`): by default
         one chain from z_T with `strategy`."""
-        return run.chain(step.denoise, self.strategy(run), step.pos, step.null, None, step.seeds, run.callback)
+        return call.chain(chunk.denoise, self.strategy(call), chunk.pos, chunk.null, None, chunk.seeds, call.callback)
 
     def nfe(self, steps: int, settings: Strict | None = None) -> int:
         """UNet evaluations per sample (docs/METHODS.md's formula)."""

@@ -24,5 +24,5 @@ class Cfg(Method):
     name = "cfg"
     order = 1
 
-    def strategy(self, run):
-        return CfgStrategy(run.guidance_scale, run.guidance_rescale)
+    def strategy(self, call):
+        return CfgStrategy(call.guidance_scale, call.guidance_rescale)

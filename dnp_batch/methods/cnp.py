@@ -59,27 +59,27 @@ class Cnp(Method):
     needs_captioner = True
     uses_dns_scale = True
 
-    def record_fields(self, run):
-        return {"dns_guidance_scale": run.dns_guidance_scale, "captioner": captioner_record(run.captioner),
-                "cnp_every": run.setting().every}
+    def record_fields(self, call):
+        return {"dns_guidance_scale": call.dns_guidance_scale, "captioner": captioner_record(call.captioner),
+                "cnp_every": call.setting().every}
 
     def nfe(self, steps, settings=None):
         every = (settings or CnpSettings()).every
         return 2 * steps + sum(2 * (steps - i) for i in range(0, steps, every))
 
-    def sample(self, run, step):
+    def sample(self, call, chunk):
         refreshes: list[list[str]] = []
 
         def describe(z_dns, i):
-            images, captions, neg = run.describe(z_dns, step.null)
-            step.dns_images = step.dns_images or images  # the full DNS chain from z_T
+            images, captions, neg = call.describe(z_dns, chunk.null)
+            chunk.dns_images = chunk.dns_images or images  # the full DNS chain from z_T
             refreshes.append(captions)
             return neg
 
-        strategy = CnpStrategy(run.guidance_scale, run.dns_guidance_scale, run.setting().every, describe,
-                               run.guidance_rescale)
-        z = run.chain(step.denoise, strategy, step.pos, step.null, None, step.seeds, run.callback)
-        for j, extra in enumerate(step.extras):
+        strategy = CnpStrategy(call.guidance_scale, call.dns_guidance_scale, call.setting().every, describe,
+                               call.guidance_rescale)
+        z = call.chain(chunk.denoise, strategy, chunk.pos, chunk.null, None, chunk.seeds, call.callback)
+        for j, extra in enumerate(chunk.extras):
             captions = [r[j] for r in refreshes]
             extra.update(negative_prompt=captions[-1], empty_negative=not captions[-1], cnp_captions=captions,
                          captions=len(captions))

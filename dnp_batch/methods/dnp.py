@@ -8,7 +8,7 @@ from pydantic import field_validator
 
 from .. import sampler
 from ..settings import Strict
-from .base import Method, Run, Step, blank_to_none, captioner_record, fresh_seed
+from .base import Method, Call, Chunk, blank_to_none, captioner_record, fresh_seed
 from .dns import DnsStrategy
 from .np import NegativePrompt, NpStrategy
 
@@ -53,9 +53,9 @@ class AutoDnp(Method):
     uses_dns_scale = True
     stages = ("dns_caption", "generate")
 
-    def record_fields(self, run):
-        return {"dns_guidance_scale": run.dns_guidance_scale, "captioner": captioner_record(run.captioner),
-                "same_seed": run.setting().same_seed}
+    def record_fields(self, call):
+        return {"dns_guidance_scale": call.dns_guidance_scale, "captioner": captioner_record(call.captioner),
+                "same_seed": call.setting().same_seed}
 
     def nfe(self, steps, settings=None):
         return 4 * steps
@@ -63,22 +63,22 @@ class AutoDnp(Method):
     def np_seeds(self, seeds: list[int], settings: DnpSettings) -> list[int]:
         return list(seeds) if settings.same_seed else [fresh_seed(s) for s in seeds]
 
-    def describe(self, run: Run, step: Step) -> tuple[list, list[str]]:
+    def describe(self, call: Call, chunk: Chunk) -> tuple[list, list[str]]:
         """Phase one (§DNP steps 1-2): the DNS chain, decoded and captioned -> (x⁻ images, n*)."""
-        strategy = DnsStrategy(run.dns_guidance_scale, run.guidance_rescale)
-        z_dns = run.chain(step.denoise, strategy, step.pos, step.null, None, step.seeds)
-        images = sampler.decode(run.pipe, z_dns, "pil")
-        return images, run.caption(images)
+        strategy = DnsStrategy(call.dns_guidance_scale, call.guidance_rescale)
+        z_dns = call.chain(chunk.denoise, strategy, chunk.pos, chunk.null, None, chunk.seeds)
+        images = sampler.decode(call.pipe, z_dns, "pil")
+        return images, call.caption(images)
 
-    def from_captions(self, run: Run, step: Step, captions: list[str]) -> torch.Tensor:
+    def from_captions(self, call: Call, chunk: Chunk, captions: list[str]) -> torch.Tensor:
         """Phase two (§DNP step 3): NP with (p, n*) from the same z_T (or a fresh seed)."""
-        np_seeds = self.np_seeds(step.seeds, run.setting())
-        for extra, caption, s in zip(step.extras, captions, np_seeds):
+        np_seeds = self.np_seeds(chunk.seeds, call.setting())
+        for extra, caption, s in zip(chunk.extras, captions, np_seeds):
             extra.update(negative_prompt=caption, empty_negative=not caption, np_seed=s, captions=1)
-        neg = sampler.negative_cond(run.pipe, [c or None for c in captions], step.null, run.height, run.width)
-        strategy = NpStrategy(run.guidance_scale, run.guidance_rescale)
-        return run.chain(step.denoise, strategy, step.pos, step.null, neg, np_seeds, run.callback)
+        neg = sampler.negative_cond(call.pipe, [c or None for c in captions], chunk.null, call.height, call.width)
+        strategy = NpStrategy(call.guidance_scale, call.guidance_rescale)
+        return call.chain(chunk.denoise, strategy, chunk.pos, chunk.null, neg, np_seeds, call.callback)
 
-    def sample(self, run, step):
-        step.dns_images, captions = self.describe(run, step)
-        return self.from_captions(run, step, captions)
+    def sample(self, call, chunk):
+        chunk.dns_images, captions = self.describe(call, chunk)
+        return self.from_captions(call, chunk, captions)

@@ -27,5 +27,5 @@ class Dns(Method):
     uses_dns_scale = True
     writes_negatives_file = True
 
-    def strategy(self, run):
-        return DnsStrategy(run.dns_guidance_scale, run.guidance_rescale)
+    def strategy(self, call):
+        return DnsStrategy(call.dns_guidance_scale, call.guidance_rescale)

@@ -29,13 +29,13 @@ class NegativePrompt(Method):
     def texts(self, negatives: list[str]) -> list[str | None]:
         return list(negatives)
 
-    def sample(self, run, step):
-        texts = self.texts(step.negatives)
-        for extra, given, used in zip(step.extras, step.negatives, texts):
+    def sample(self, call, chunk):
+        texts = self.texts(chunk.negatives)
+        for extra, given, used in zip(chunk.extras, chunk.negatives, texts):
             extra.update(negative_prompt=given, **self.negative_fields(used))
-        neg = sampler.negative_cond(run.pipe, texts, step.null, run.height, run.width)
-        strategy = NpStrategy(run.guidance_scale, run.guidance_rescale)
-        return run.chain(step.denoise, strategy, step.pos, step.null, neg, step.seeds, run.callback)
+        neg = sampler.negative_cond(call.pipe, texts, chunk.null, call.height, call.width)
+        strategy = NpStrategy(call.guidance_scale, call.guidance_rescale)
+        return call.chain(chunk.denoise, strategy, chunk.pos, chunk.null, neg, chunk.seeds, call.callback)
 
     def negative_fields(self, used: str | None) -> dict:
         return {}
