@@ -6,8 +6,9 @@ verify, report and pairs tools read) does not pull in torch and diffusers.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from .lazy import lazy_names
 
 if TYPE_CHECKING:
     from .api import METHODS, AnswerConfig, GenerateResult, generate, sample_id
@@ -20,12 +21,7 @@ __all__ = ["METHODS", "AnswerConfig", "GenerateResult", "generate", "load_pipeli
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
-    if name in _HOMES:
-        value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, globals(), _HOMES)
 
 
 def __dir__() -> list[str]:

@@ -18,8 +18,9 @@ what that stage needs (the writer: no torch, no diffusers).
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from ..lazy import lazy_names
 
 if TYPE_CHECKING:
     from .base import Stage, local_placement, resolve_device, run_isolated
@@ -36,9 +37,4 @@ _HOMES = {"Stage": "base", "local_placement": "base", "resolve_device": "base", 
 __all__ = sorted(_HOMES)
 
 
-def __getattr__(name: str):
-    if name in _HOMES:
-        value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, globals(), _HOMES)
