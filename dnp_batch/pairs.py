@@ -43,9 +43,8 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from .fileio import TMP, WholeFiles, resolve
-from .names import TINY_MODELS, resolve_model
 from .runs import IMAGE_EXTS, SWEEP, Run, basename, is_sweep, sweep_points
-from .scoring import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED, ClipScorer
+from .scoring import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED
 from .sink import encode_image, record_json
 
 PAIRS_PARQUET = "pairs.parquet"
@@ -98,19 +97,20 @@ class StoredClipScorer:
 
 @register_scorer
 class ClipRecomputeScorer:
-    """CLIP score recomputed with `dnp_batch.scoring.ClipScorer` (`model="tiny-clip"`: the tiny one)."""
+    """The CLIP score recomputed by the `clip` scorer of dnp_batch.scorers (`model="tiny-clip"`: the
+    tiny one), in this module's argument order."""
 
     name = "clip-recompute"
 
     def __init__(self, model: str = DEFAULT_CLIP_MODEL, pretrained: str | None = DEFAULT_CLIP_PRETRAINED,
                  device: str = "cpu", batch_size: int = 32):
+        from .scorers import ClipScore
+
         self.settings = {"model": model, "pretrained": pretrained}
-        if model in TINY_MODELS:
-            model, pretrained = resolve_model(model), None
-        self.clip = ClipScorer(model, pretrained, device=device, batch_size=batch_size)
+        self.clip = ClipScore(model, pretrained, device=device, batch_size=batch_size)
 
     def score(self, prompts: list[str], images: list[Image.Image], records: list[dict]) -> list[float]:
-        return self.clip.score(list(images), list(prompts))
+        return self.clip.score(images, prompts)
 
 
 class StoredScores:

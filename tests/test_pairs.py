@@ -171,6 +171,12 @@ def test_stored_clip_scores(runs):
 def test_clip_recompute_with_the_tiny_clip(runs):
     pairs = build_pairs([("cfg", runs["cfg"]), ("dns", runs["dns"])], ClipRecomputeScorer("tiny-clip"))
     assert len(pairs) == len(KEYS) and all(p.score_0 >= 0 and p.score_1 >= 0 for p in pairs)
+    # the same scorer as the job's: on the cfg run's PNGs (lossless) it gives the stored clip_score
+    stored = {key: rec["clip_score"] for key, rec in records(runs["cfg"]).items()}
+    for p in pairs:
+        # measured 0.0 here; the bound (on scores of 0-100) allows another CPU's kernels to block the
+        # recompute's batch of 128 and the job's batch of one shard differently
+        assert p.score_0 == pytest.approx(stored[p.key], abs=1e-3), p.key
 
 
 def test_runs_over_other_prompts_or_seeds_are_refused(runs, tmp_path):
