@@ -22,12 +22,12 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from ..settings import Strict
 from .answer import AnswerConfig
 from .apg import ApgSettings
 from .base import Call, Chunk, Method, blank_to_none, captioner_record, clean_captions, fresh_seed
 from .cnp import CnpSettings
 from .dnp import DnpSettings
-from ..settings import Strict
 
 
 def _discover() -> dict[str, Method]:

@@ -8,7 +8,7 @@ from pydantic import field_validator
 
 from .. import sampler
 from ..settings import Strict
-from .base import Method, Call, Chunk, blank_to_none, captioner_record, fresh_seed
+from .base import Call, Chunk, Method, blank_to_none, captioner_record, fresh_seed
 from .dns import DnsStrategy
 from .np import NegativePrompt, NpStrategy
 
