@@ -216,7 +216,7 @@ def main(argv=None) -> int:
         pipe.unet = unet
 
     latents = torch.randn(b, 4, args.size // 8, args.size // 8, device=device, dtype=dtype)
-    from dnp_batch.sampler import decode
+    from dnp_batch.families import decode
 
     record("VAE decode, fp32 upcast (SDXL default)", b, lambda: decode(pipe, latents, "np"))
     pipe.vae.config.force_upcast = False

@@ -10,9 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-
-from . import methods, sampler
+from . import families, methods, sampler
 from .methods import METHODS, AnswerConfig, CnpSettings, DnpSettings, fresh_seed
 from .settings import Strict, check_choice
 
@@ -110,10 +108,7 @@ def _settings(answer, same_seed, cnp_every, settings) -> dict[str, Strict]:
 def _make_run(pipe, method, prompts, seeds, negative_prompts, guidance_scale, num_inference_steps, height, width,
               answer, dns_guidance_scale, guidance_rescale, captioner, same_seed, cnp_every, output_type, ids,
               batch_size, callback, settings, captions) -> methods.Call:
-    if not isinstance(pipe, (StableDiffusionPipeline, StableDiffusionXLPipeline)):
-        raise ValueError(
-            f"pipe must be a diffusers StableDiffusionPipeline or StableDiffusionXLPipeline, got {type(pipe).__name__}"
-        )
+    families.family_of(pipe)  # "pipe must be a diffusers StableDiffusionPipeline or ..., got X"
     native = pipe.unet.config.sample_size * pipe.vae_scale_factor  # the pipelines' own default size
     height = native if height is None else height
     width = native if width is None else width
@@ -134,8 +129,8 @@ def _make_run(pipe, method, prompts, seeds, negative_prompts, guidance_scale, nu
 
 
 def _chunk(run: methods.Call, prompts, seeds, negatives) -> methods.Chunk:
-    pos = sampler.encode_texts(run.pipe, prompts, run.height, run.width)
-    null = sampler.null_cond(run.pipe, pos, run.height, run.width)
+    pos = families.encode_texts(run.pipe, prompts, run.height, run.width)
+    null = families.null_cond(run.pipe, pos, run.height, run.width)
     return methods.Chunk(prompts, seeds, negatives, pos, null, sampler.Denoiser(run.pipe.unet),
                         [{"negative_prompt": None} for _ in prompts])
 
@@ -190,7 +185,7 @@ def generate(
         else:
             z = run.method.from_captions(run, part, list(captions[chunk]))
         finite: list[bool] = []
-        images = sampler.decode(pipe, z, output_type, finite)
+        images = families.decode(pipe, z, output_type, finite)
         for extra, ok in zip(part.extras, finite):
             if not ok:
                 extra["nonfinite"] = True  # NaN or inf in its latents or image: the image is not to be kept

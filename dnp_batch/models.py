@@ -24,9 +24,8 @@ from diffusers import (
 )
 from packaging.version import Version
 
-from .runtime import resolve_dtype, quiet_progress_bars
-
-SUPPORTED_PIPELINES = (StableDiffusionPipeline, StableDiffusionXLPipeline)
+from . import families
+from .runtime import quiet_progress_bars, resolve_dtype
 
 # Short names -> scheduler classes; each is built with `from_config(pipe.scheduler.config)`.
 SCHEDULERS = {
@@ -161,11 +160,9 @@ def load_pipeline(
             raise ValueError(
                 f"{source!r} is neither a local directory nor a loadable diffusers pipeline id: {err}"
             ) from err
-    if not isinstance(pipe, SUPPORTED_PIPELINES):
-        raise ValueError(
-            f"{source} holds a {type(pipe).__name__}; only StableDiffusionPipeline and "
-            "StableDiffusionXLPipeline (and subclasses) are supported"
-        )
+    if not isinstance(pipe, families.PIPELINES):
+        raise ValueError(f"{source} holds a {type(pipe).__name__}; only {families.pipeline_names(' and ')} "
+                         "(and subclasses) are supported")
     if scheduler is not None:
         set_scheduler(pipe, scheduler)
     if vae is not None:

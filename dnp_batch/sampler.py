@@ -16,8 +16,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from diffusers import StableDiffusionXLPipeline
-from diffusers.utils.torch_utils import randn_tensor
 
 from . import guidance
 
@@ -125,106 +123,9 @@ def sample(
     return z
 
 
-# ---- pipeline plumbing: text conditions, initial noise, decoding -------------------------------
-
-
-def is_sdxl(pipe) -> bool:
-    return isinstance(pipe, StableDiffusionXLPipeline)
-
-
-def encode_texts(pipe, texts: list[str], height: int, width: int) -> Cond:
-    """Text conditions as the pipeline's own `encode_prompt` computes them for its positive branch."""
-    device = pipe._execution_device
-    if not is_sdxl(pipe):
-        embeds, _ = pipe.encode_prompt(texts, device, 1, False)
-        return Cond(embeds)
-    embeds, _, pooled, _ = pipe.encode_prompt(texts, device=device, do_classifier_free_guidance=False)
-    return Cond(embeds, pooled, _time_ids(pipe, embeds, pooled, height, width))
-
-
-def null_cond(pipe, pos: Cond, height: int, width: int) -> Cond:
-    """∅ exactly as the pipeline's unconditional branch (docs/METHODS.md §Notation): zeros for SDXL with
-    `force_zeros_for_empty_prompt`, else the encoding of ""; shaped like `pos`."""
-    n = pos.embeds.shape[0]
-    if is_sdxl(pipe) and pipe.config.force_zeros_for_empty_prompt:
-        return Cond(torch.zeros_like(pos.embeds), torch.zeros_like(pos.pooled), pos.time_ids)
-    one = encode_texts(pipe, [""], height, width)
-    return Cond(
-        one.embeds.expand(n, -1, -1),
-        None if one.pooled is None else one.pooled.expand(n, -1),
-        pos.time_ids,
-    )
-
-
-def _time_ids(pipe, embeds, pooled, height, width) -> torch.Tensor:
-    """SDXL micro-conditioning (original size, crop (0, 0), target size), as the pipeline's default."""
-    te2 = pipe.text_encoder_2
-    proj_dim = int(pooled.shape[-1]) if te2 is None else te2.config.projection_dim
-    ids = pipe._get_add_time_ids((height, width), (0, 0), (height, width), dtype=embeds.dtype,
-                                 text_encoder_projection_dim=proj_dim)
-    return ids.to(embeds.device).repeat(embeds.shape[0], 1)
-
-
-def initial_latents(pipe, scheduler, generators, height, width, dtype) -> torch.Tensor:
-    """z_T drawn per sample from its own generator, as `prepare_latents` does with a generator list."""
-    f = pipe.vae_scale_factor
-    shape = (len(generators), pipe.unet.config.in_channels, height // f, width // f)
-    z = randn_tensor(shape, generator=generators, device=pipe._execution_device, dtype=dtype)
-    return z * scheduler.init_noise_sigma
+# ---- shared by the families' decoding -------------------------------------------------------
 
 
 def finite_rows(x: torch.Tensor) -> list[bool]:
     """Per sample: no NaN or inf anywhere in its row of `x`."""
     return torch.isfinite(x.float()).flatten(1).all(1).tolist()
-
-
-def decode(pipe, latents: torch.Tensor, output_type: str = "pil", finite: list | None = None):
-    """Latents -> images exactly as the pipeline's own tail (VAE upcast, safety checker, watermark).
-    `finite`, a list, receives per sample whether its latents and decoded image are free of NaN and
-    inf (the fp16 SDXL VAE's classic failure would otherwise become a black image)."""
-    if finite is not None:
-        finite[:] = finite_rows(latents)
-    if output_type == "latent":
-        return latents
-    vae = pipe.vae
-    upcast = is_sdxl(pipe) and vae.dtype == torch.float16 and vae.config.force_upcast
-    if upcast:
-        vae.to(torch.float32)
-    latents = latents.to(dtype=next(iter(vae.post_quant_conv.parameters())).dtype, device=vae.device)
-    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
-    if is_sdxl(pipe) and mean is not None and std is not None:
-        mean = torch.tensor(mean).view(1, -1, 1, 1).to(latents)
-        std = torch.tensor(std).view(1, -1, 1, 1).to(latents)
-        latents = latents * std / vae.config.scaling_factor + mean
-    else:
-        latents = latents / vae.config.scaling_factor
-    image = vae.decode(latents, return_dict=False)[0]
-    if finite is not None:
-        finite[:] = [a and b for a, b in zip(finite, finite_rows(image))]
-    if upcast:
-        vae.to(torch.float16)
-    do_denormalize = None
-    if is_sdxl(pipe):
-        if pipe.watermark is not None:
-            image = pipe.watermark.apply_watermark(image)
-    else:
-        image, nsfw = pipe.run_safety_checker(image, pipe._execution_device, latents.dtype)
-        do_denormalize = None if nsfw is None else [not flagged for flagged in nsfw]
-    return pipe.image_processor.postprocess(image, output_type=output_type, do_denormalize=do_denormalize)
-
-
-def negative_cond(pipe, texts: Sequence[str | None], null: Cond, height: int, width: int) -> Cond:
-    """Negative conditions per sample; a None text falls back to ∅ (no negative prompt)."""
-    idx = [j for j, text in enumerate(texts) if text is not None]
-    if not idx:
-        return null
-    encoded = encode_texts(pipe, [texts[j] for j in idx], height, width)
-    if len(idx) == len(texts):
-        return encoded
-    embeds = null.embeds.clone()
-    embeds[idx] = encoded.embeds
-    pooled = None
-    if null.pooled is not None:
-        pooled = null.pooled.clone()
-        pooled[idx] = encoded.pooled
-    return Cond(embeds, pooled, null.time_ids)

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from dnp_batch import AnswerConfig, generate, guidance, sampler
+from dnp_batch import AnswerConfig, families, generate, guidance, sampler
 from dnp_batch.methods.answer import negative_from_x0
 from dnp_batch.models import set_scheduler
 
@@ -77,7 +77,7 @@ def test_main_scheduler_state_is_untouched_by_the_minichain(pipe, scheduler):
     if hasattr(fresh, "set_begin_index"):
         fresh.set_begin_index(0)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
-    z = sampler.initial_latents(pipe, fresh, gens, SIZE, SIZE, torch.float32)
+    z = families.initial_latents(pipe, fresh, gens, SIZE, SIZE, torch.float32)
     kwargs = sampler.step_kwargs(fresh, gens)
     for i, t in enumerate(fresh.timesteps):
         eps, z_seen, state_seen = seen[i]

@@ -6,7 +6,7 @@ import torch
 
 from dnp_batch import generate, load_pipeline
 from dnp_batch.models import set_scheduler
-from dnp_batch.sampler import is_sdxl
+from dnp_batch.families import family_of
 
 from numerics import BATCH_TOL, FORM_TOL, PIPELINE_TOL, assert_close
 
@@ -23,7 +23,7 @@ def diffusers_call(pipe, method, output_type, seed=SEED, prompt=PROMPT, neg=NEG)
     if method == "np":
         return pipe(prompt=prompt, negative_prompt=neg, **kw).images
     # dns: positive ∅, negative p
-    if not is_sdxl(pipe):
+    if family_of(pipe).name != "sdxl":
         return pipe(prompt="", negative_prompt=prompt, **kw).images
     embeds, _, pooled, _ = pipe.encode_prompt([""], do_classifier_free_guidance=False)
     return pipe(prompt_embeds=torch.zeros_like(embeds), pooled_prompt_embeds=torch.zeros_like(pooled),
@@ -114,7 +114,7 @@ def test_apg_equals_diffusers_adaptive_projected_guidance(pipe, settings):
     predictions and scheduler, over a whole chain (momentum included), bit for bit."""
     from diffusers.guiders import AdaptiveProjectedGuidance
 
-    from dnp_batch import methods, sampler
+    from dnp_batch import families, methods, sampler
 
     set_scheduler(pipe, "euler")
     apg = methods.ApgSettings(**settings)
@@ -123,8 +123,8 @@ def test_apg_equals_diffusers_adaptive_projected_guidance(pipe, settings):
     guider = AdaptiveProjectedGuidance(guidance_scale=W, adaptive_projected_guidance_momentum=apg.momentum,
                                        adaptive_projected_guidance_rescale=apg.norm_threshold, eta=apg.eta)
     run = methods.Call(pipe, methods.get("cfg"), W, W, 0.0, STEPS, SIZE, SIZE)
-    pos = sampler.encode_texts(pipe, [PROMPT, "a dog"], SIZE, SIZE)
-    null = sampler.null_cond(pipe, pos, SIZE, SIZE)
+    pos = families.encode_texts(pipe, [PROMPT, "a dog"], SIZE, SIZE)
+    null = families.null_cond(pipe, pos, SIZE, SIZE)
     ref = run.chain(sampler.Denoiser(pipe.unet), _DiffusersGuider(guider), pos, null, None, [SEED, 3])
     assert torch.equal(got.images, ref)
     assert got.records[0]["apg"] == apg.model_dump() and got.records[0]["nfe"] == 2 * STEPS

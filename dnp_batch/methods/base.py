@@ -9,7 +9,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import torch
 
-from .. import sampler
+from .. import families, sampler
 from ..settings import Strict
 
 
@@ -92,14 +92,14 @@ class Call:
             scheduler.set_begin_index(0)
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         batch = sampler.Batch(pos, null, neg, list(seeds), generators)
-        z = sampler.initial_latents(self.pipe, scheduler, generators, self.height, self.width, pos.embeds.dtype)
+        z = families.initial_latents(self.pipe, scheduler, generators, self.height, self.width, pos.embeds.dtype)
         return sampler.sample(denoise, scheduler, z, strategy, batch, callback)
 
     def describe(self, z_dns: torch.Tensor, null) -> tuple[list, list[str], sampler.Cond]:
         """DNS latents -> (images, captions, negative condition): §DNP steps 1-2."""
-        images = sampler.decode(self.pipe, z_dns, "pil")
+        images = families.decode(self.pipe, z_dns, "pil")
         captions = self.caption(images)
-        neg = sampler.negative_cond(self.pipe, [c or None for c in captions], null, self.height, self.width)
+        neg = families.negative_cond(self.pipe, [c or None for c in captions], null, self.height, self.width)
         return images, captions, neg
 
 

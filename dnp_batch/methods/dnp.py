@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from pydantic import field_validator
 
-from .. import sampler
+from .. import families
 from ..settings import Strict
 from .base import Call, Chunk, Method, blank_to_none, captioner_record, fresh_seed
 from .dns import DnsStrategy
@@ -67,7 +67,7 @@ class AutoDnp(Method):
         """Phase one (§DNP steps 1-2): the DNS chain, decoded and captioned -> (x⁻ images, n*)."""
         strategy = DnsStrategy(call.dns_guidance_scale, call.guidance_rescale)
         z_dns = call.chain(chunk.denoise, strategy, chunk.pos, chunk.null, None, chunk.seeds)
-        images = sampler.decode(call.pipe, z_dns, "pil")
+        images = families.decode(call.pipe, z_dns, "pil")
         return images, call.caption(images)
 
     def from_captions(self, call: Call, chunk: Chunk, captions: list[str]) -> torch.Tensor:
@@ -75,7 +75,7 @@ class AutoDnp(Method):
         np_seeds = self.np_seeds(chunk.seeds, call.setting())
         for extra, caption, s in zip(chunk.extras, captions, np_seeds):
             extra.update(negative_prompt=caption, empty_negative=not caption, np_seed=s, captions=1)
-        neg = sampler.negative_cond(call.pipe, [c or None for c in captions], chunk.null, call.height, call.width)
+        neg = families.negative_cond(call.pipe, [c or None for c in captions], chunk.null, call.height, call.width)
         strategy = NpStrategy(call.guidance_scale, call.guidance_rescale)
         return call.chain(chunk.denoise, strategy, chunk.pos, chunk.null, neg, np_seeds, call.callback)
 

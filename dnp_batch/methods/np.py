@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import guidance, sampler
+from .. import families, guidance, sampler
 from .base import Method
 
 
@@ -33,7 +33,7 @@ class NegativePrompt(Method):
         texts = self.texts(chunk.negatives)
         for extra, given, used in zip(chunk.extras, chunk.negatives, texts):
             extra.update(negative_prompt=given, **self.negative_fields(used))
-        neg = sampler.negative_cond(call.pipe, texts, chunk.null, call.height, call.width)
+        neg = families.negative_cond(call.pipe, texts, chunk.null, call.height, call.width)
         strategy = NpStrategy(call.guidance_scale, call.guidance_rescale)
         return call.chain(chunk.denoise, strategy, chunk.pos, chunk.null, neg, chunk.seeds, call.callback)
 

@@ -1,0 +1,95 @@
+"""What a pipeline family adapter provides: how its prompts and ∅ are encoded into a condition
+(`sampler.Cond`), how its initial latents are drawn, and how latents become images. The sampling
+loop and every method are written once against this interface."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Sequence
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..sampler import Cond, finite_rows
+
+
+class Family:
+    """A pipeline family. Subclasses set `name`, `order` (their place in listings) and `pipelines`
+    (the diffusers classes they run, subclasses included), and implement `encode`."""
+
+    name: ClassVar[str]
+    order: ClassVar[float]
+    pipelines: ClassVar[tuple[type, ...]]
+
+    def matches(self, pipe) -> bool:
+        return isinstance(pipe, self.pipelines)
+
+    def encode(self, pipe, texts: list[str], height: int, width: int) -> Cond:
+        """Text conditions as the pipeline's own `encode_prompt` computes them for its positive branch."""
+        raise NotImplementedError
+
+    def null(self, pipe, pos: Cond, height: int, width: int) -> Cond:
+        """∅ exactly as the pipeline's unconditional branch (docs/METHODS.md §Notation): by default the
+        encoding of "", shaped like `pos`."""
+        n = pos.embeds.shape[0]
+        one = self.encode(pipe, [""], height, width)
+        return Cond(one.embeds.expand(n, -1, -1), None if one.pooled is None else one.pooled.expand(n, -1),
+                    pos.time_ids)
+
+    def negative(self, pipe, texts: Sequence[str | None], null: Cond, height: int, width: int) -> Cond:
+        """Negative conditions per sample; a None text falls back to ∅ (no negative prompt)."""
+        idx = [j for j, text in enumerate(texts) if text is not None]
+        if not idx:
+            return null
+        encoded = self.encode(pipe, [texts[j] for j in idx], height, width)
+        if len(idx) == len(texts):
+            return encoded
+        embeds = null.embeds.clone()
+        embeds[idx] = encoded.embeds
+        pooled = None
+        if null.pooled is not None:
+            pooled = null.pooled.clone()
+            pooled[idx] = encoded.pooled
+        return Cond(embeds, pooled, null.time_ids)
+
+    def latents(self, pipe, scheduler, generators, height: int, width: int, dtype) -> torch.Tensor:
+        """z_T drawn per sample from its own generator, as `prepare_latents` does with a generator list."""
+        f = pipe.vae_scale_factor
+        shape = (len(generators), pipe.unet.config.in_channels, height // f, width // f)
+        z = randn_tensor(shape, generator=generators, device=pipe._execution_device, dtype=dtype)
+        return z * scheduler.init_noise_sigma
+
+    # decoding, as the pipeline's own tail: the hooks below are where the families differ
+
+    def upcast_vae(self, pipe) -> bool:
+        """Whether the pipeline decodes in float32 with a float16 VAE."""
+        return False
+
+    def unscale(self, vae, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> the VAE's input."""
+        return latents / vae.config.scaling_factor
+
+    def finish(self, pipe, image: torch.Tensor, dtype) -> tuple[torch.Tensor, list[bool] | None]:
+        """The pipeline's last steps on the decoded image (safety checker, watermark) and which images
+        to denormalize (None: all)."""
+        return image, None
+
+    def decode(self, pipe, latents: torch.Tensor, output_type: str = "pil", finite: list | None = None):
+        """Latents -> images exactly as the pipeline's own tail. `finite`, a list, receives per sample
+        whether its latents and decoded image are free of NaN and inf (the fp16 SDXL VAE's classic
+        failure would otherwise become a black image)."""
+        if finite is not None:
+            finite[:] = finite_rows(latents)
+        if output_type == "latent":
+            return latents
+        vae = pipe.vae
+        upcast = self.upcast_vae(pipe)
+        if upcast:
+            vae.to(torch.float32)
+        latents = latents.to(dtype=next(iter(vae.post_quant_conv.parameters())).dtype, device=vae.device)
+        image = vae.decode(self.unscale(vae, latents), return_dict=False)[0]
+        if finite is not None:
+            finite[:] = [a and b for a, b in zip(finite, finite_rows(image))]
+        if upcast:
+            vae.to(torch.float16)
+        image, do_denormalize = self.finish(pipe, image, latents.dtype)
+        return pipe.image_processor.postprocess(image, output_type=output_type, do_denormalize=do_denormalize)

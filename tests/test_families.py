@@ -1,0 +1,25 @@
+"""Pipeline families (dnp_batch.families): a loaded pipeline finds its adapter, others are refused."""
+
+import pytest
+
+from dnp_batch import families, generate
+from dnp_batch.names import TOY_MODEL_DIR
+from dnp_batch.models import load_pipeline
+
+
+def test_a_loaded_pipeline_finds_its_family(tiny_sd, tiny_sdxl):
+    assert families.family_of(tiny_sd).name == "sd"
+    assert families.family_of(tiny_sdxl).name == "sdxl"
+    assert families.family_of(load_pipeline(TOY_MODEL_DIR)).name == "sd"
+    assert list(families.FAMILIES) == ["sd", "sdxl"]
+
+
+def test_a_pipeline_of_no_family_gets_one_error_naming_it(tiny_sd):
+    class NotAPipeline:
+        pass
+
+    with pytest.raises(ValueError, match=r"^pipe must be a diffusers StableDiffusionPipeline or "
+                                         r"StableDiffusionXLPipeline, got NotAPipeline$"):
+        families.family_of(NotAPipeline())
+    with pytest.raises(ValueError, match="got NotAPipeline"):
+        generate(NotAPipeline(), ["a cat"], [0], "cfg")
