@@ -43,35 +43,35 @@ BOOTSTRAP = 2000
 
 
 def variants():
-    """(name, method, generate() keyword arguments) of every variant the study runs."""
-    from dnp_batch.methods import AnswerConfig, ApgSettings
+    """(name, method: a name or its settings, generate() keyword arguments) of every variant the study runs."""
+    from dnp_batch.methods import AnswerSettings, ApgSettings, CnpSettings
     from dnp_batch.toyworld.judge import JudgeCaptioner
 
     judge = JudgeCaptioner()
-    a = lambda **kw: {"answer": AnswerConfig(**kw)}  # noqa: E731
+    a = AnswerSettings
     return [
         ("cfg", "cfg", {}),
         ("cfg-rescale0.7", "cfg", {"guidance_rescale": 0.7}),
         ("apg", "apg", {}),  # diffusers' guider defaults: eta 1, no momentum -> CFG with a norm clip
-        ("apg-eta0-m-0.5", "apg", {"settings": {"apg": ApgSettings(eta=0.0, momentum=-0.5)}}),
+        ("apg-eta0-m-0.5", ApgSettings(eta=0.0, momentum=-0.5), {}),
         ("np-generic", "np", {"negative_prompts": GENERIC_NEGATIVE}),
         ("auto-dnp", "auto-dnp", {"captioner": judge}),
-        ("cnp-every5", "cnp", {"captioner": judge, "cnp_every": 5}),
-        ("answer", "answer", a()),  # docs/METHODS.md's defaults (dns_guided, w_dns = w, global, λ = null)
-        ("answer-k1", "answer", a(k=1)),
-        ("answer-k3", "answer", a(k=3)),
-        ("answer-until0.25", "answer", a(until=0.25)),
-        ("answer-until1.0", "answer", a(until=1.0)),
-        ("answer-linear-k3", "answer", a(k=3, shape="linear")),
-        ("answer-norm-none", "answer", a(normalize="none")),
-        ("answer-norm-channel", "answer", a(normalize="channel")),
-        ("answer-uncond", "answer", a(negative_eps="uncond")),
-        ("answer-cond", "answer", a(negative_eps="cond")),
-        ("answer-x0", "answer", a(negative_eps="x0", normalize="none")),
-        ("answer-wdns1", "answer", {**a(), "dns_guidance_scale": 1.0}),
-        ("answer-lambda1", "answer", a(negative_scale=1.0)),
-        ("answer-lambda3", "answer", a(negative_scale=3.0)),
-        ("answer-x0-lambda1", "answer", a(negative_eps="x0", normalize="none", negative_scale=1.0)),
+        ("cnp-every5", CnpSettings(every=5), {"captioner": judge}),
+        ("answer", a(), {}),  # docs/METHODS.md's defaults (dns_guided, w_dns = w, global, λ = null)
+        ("answer-k1", a(k=1), {}),
+        ("answer-k3", a(k=3), {}),
+        ("answer-until0.25", a(until=0.25), {}),
+        ("answer-until1.0", a(until=1.0), {}),
+        ("answer-linear-k3", a(k=3, shape="linear"), {}),
+        ("answer-norm-none", a(normalize="none"), {}),
+        ("answer-norm-channel", a(normalize="channel"), {}),
+        ("answer-uncond", a(negative_eps="uncond"), {}),
+        ("answer-cond", a(negative_eps="cond"), {}),
+        ("answer-x0", a(negative_eps="x0", normalize="none"), {}),
+        ("answer-wdns1", a(), {"dns_guidance_scale": 1.0}),
+        ("answer-lambda1", a(negative_scale=1.0), {}),
+        ("answer-lambda3", a(negative_scale=3.0), {}),
+        ("answer-x0-lambda1", a(negative_eps="x0", normalize="none", negative_scale=1.0), {}),
     ]
 
 
@@ -108,12 +108,12 @@ def run_point(job: tuple) -> list[dict]:
     if "negative_prompts" in kwargs:
         kwargs["negative_prompts"] = [kwargs["negative_prompts"]] * len(texts)
     t0 = time.perf_counter()
-    out = generate(_PIPE, texts, seeds, method, guidance_scale=w, num_inference_steps=steps, batch_size=BATCH,
+    out = generate(_PIPE, texts, seeds, method=method, guidance_scale=w, num_inference_steps=steps, batch_size=BATCH,
                    **kwargs)
     seconds = (time.perf_counter() - t0) / len(texts)
     rows = []
     for text, seed, image, record in zip(texts, seeds, out.images, out.records):
-        rows.append({"variant": name, "method": method, "w": w, "split": split, "prompt": text, "seed": seed,
+        rows.append({"variant": name, "method": record["method"], "w": w, "split": split, "prompt": text, "seed": seed,
                      "nfe": record["nfe"], "seconds": round(seconds, 4), **judge(image, text), **quality(image)})
     return rows
 

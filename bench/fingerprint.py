@@ -80,31 +80,30 @@ class FixedCaptioner:
 
 
 def library(fp: dict) -> None:
-    from dnp_batch import AnswerConfig, generate, load_pipeline, methods
+    from dnp_batch import AnswerSettings, generate, load_pipeline, methods
     from dnp_batch.models import set_scheduler
     from dnp_batch.tiny import ensure_tiny
 
     prompts, seeds, negatives = ["a red cube", "a green sphere under a lamp"], [3, 8], ["dark", ""]
-    variants = {name: {} for name in methods.REGISTRY}
+    variants = {name: name for name in methods.REGISTRY}  # each method by name (its defaults), then settings
     variants.update({
-        "answer-x0": {"answer": AnswerConfig(negative_eps="x0", normalize="none")},
-        "answer-uncond-channel": {"answer": AnswerConfig(negative_eps="uncond", normalize="channel", shape="linear", k=3)},
-        "answer-lambda1": {"answer": AnswerConfig(negative_scale=1.0)},
+        "answer-x0": AnswerSettings(negative_eps="x0", normalize="none"),
+        "answer-uncond-channel": AnswerSettings(negative_eps="uncond", normalize="channel", shape="linear", k=3),
+        "answer-lambda1": AnswerSettings(negative_scale=1.0),
     })
     for kind in ("sd", "sdxl"):
         pipe = load_pipeline(ensure_tiny(kind))
         for scheduler in ("ddim", "euler_a"):
             set_scheduler(pipe, scheduler)
-            for name, kw in variants.items():
-                method = name.split("-")[0] if name.startswith("answer-") else name
-                m = methods.get(method)
-                extra = dict(kw)
+            for name, method in variants.items():
+                m, _ = methods.resolve(method)
+                extra = {}
                 if m.needs_negative:
                     extra["negative_prompts"] = negatives
                 if m.needs_captioner:
                     extra["captioner"] = FixedCaptioner()
                 for output_type in ("latent", "np"):
-                    out = generate(pipe, prompts, seeds, method, num_inference_steps=4, height=64, width=64,
+                    out = generate(pipe, prompts, seeds, method=method, num_inference_steps=4, height=64, width=64,
                                    output_type=output_type, **extra)
                     fp[f"library/{kind}/{scheduler}/{name}/{output_type}"] = tensor_digest(out.images)
                 fp[f"library/{kind}/{scheduler}/{name}/records"] = json_digest(out.records)

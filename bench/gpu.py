@@ -185,17 +185,17 @@ def main(argv=None) -> int:
         prompts, seeds = [PROMPT] * b, list(range(b))
         record("diffusers pipe() cfg", b, lambda: pipe(prompt=prompts, generator=[torch.Generator().manual_seed(s)
                                                                                  for s in seeds], **kw))
-        record("dnp_batch cfg", b, lambda: generate(pipe, prompts, seeds, "cfg", batch_size=b, **kw))
-        record("dnp_batch answer", b, lambda: generate(pipe, prompts, seeds, "answer", batch_size=b, **kw))
-        captions = describe_dns(pipe, prompts, seeds, captioner, batch_size=b, **kw).captions
-        record("auto-dnp stage 1 (DNS + BLIP-2)", b, lambda: describe_dns(pipe, prompts, seeds, captioner, batch_size=b,
-                                                                           **kw))
-        record("auto-dnp stage 2 (NP)", b, lambda: generate(pipe, prompts, seeds, "auto-dnp", captions=captions,
+        record("dnp_batch cfg", b, lambda: generate(pipe, prompts, seeds, method="cfg", batch_size=b, **kw))
+        record("dnp_batch answer", b, lambda: generate(pipe, prompts, seeds, method="answer", batch_size=b, **kw))
+        captions = describe_dns(pipe, prompts, seeds, captioner=captioner, batch_size=b, **kw).captions
+        record("auto-dnp stage 1 (DNS + BLIP-2)", b,
+               lambda: describe_dns(pipe, prompts, seeds, captioner=captioner, batch_size=b, **kw))
+        record("auto-dnp stage 2 (NP)", b, lambda: generate(pipe, prompts, seeds, method="auto-dnp", captions=captions,
                                                             captioner={"model": "blip2"}, batch_size=b, **kw))
 
     b = 4 if not args.smoke else 2
     prompts, seeds = [PROMPT] * b, list(range(b))
-    run_cfg = lambda: generate(pipe, prompts, seeds, "cfg", batch_size=b, **kw)  # noqa: E731
+    run_cfg = lambda: generate(pipe, prompts, seeds, method="cfg", batch_size=b, **kw)  # noqa: E731
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
     pipe.unet.set_attn_processor(AttnProcessor())

@@ -57,17 +57,17 @@ def main(argv=None) -> int:
     eager = load_pipeline(sdxl, dtype=dtype, device=device)
     compiled = load_pipeline(sdxl, dtype=dtype, device=device, compile_unet=True)
     for method in ("cfg", "answer"):
-        images = np.stack(generate(compiled, PROMPTS, [0, 1], method, num_inference_steps=4, output_type="np").images)
+        images = np.stack(generate(compiled, PROMPTS, [0, 1], method=method, num_inference_steps=4, output_type="np").images)
         check(f"{method} images finite ({dtype}, compiled UNet)", bool(np.isfinite(images).all()),
               shape=list(images.shape))
-    a = generate(eager, PROMPTS, [0, 1], "cfg", num_inference_steps=4, output_type="latent").images
-    b = generate(compiled, PROMPTS, [0, 1], "cfg", num_inference_steps=4, output_type="latent").images
+    a = generate(eager, PROMPTS, [0, 1], method="cfg", num_inference_steps=4, output_type="latent").images
+    b = generate(compiled, PROMPTS, [0, 1], method="cfg", num_inference_steps=4, output_type="latent").images
     as_float = lambda x: x.float().cpu() if torch.is_tensor(x) else torch.stack([t.float().cpu() for t in x])  # noqa
     diff = float((as_float(a) - as_float(b)).abs().max())
     scale = float(as_float(a).abs().max())
     # fused kernels round differently in 16-bit, and 4 steps carry it on: match within 10% of the latents' scale
     check("compiled UNet latents match eager", diff < 0.1 * scale, max_abs_diff=diff, latent_scale=scale)
-    images = generate(eager, PROMPTS, [0, 1], "cfg", num_inference_steps=4).images
+    images = generate(eager, PROMPTS, [0, 1], method="cfg", num_inference_steps=4).images
 
     # 2. scorers: GPU fp16 against CPU float32
     cfg = load_config(REPO / "configs" / "tiny-scores.yaml")

@@ -46,7 +46,7 @@ def timed_pair(pipe, batch: int, steps: int, repeats: int) -> dict:
     def once(method: str) -> float:
         rows.clear()
         t0 = time.perf_counter()
-        generate(pipe, prompts, seeds, method, num_inference_steps=steps, batch_size=batch, output_type="latent")
+        generate(pipe, prompts, seeds, method=method, num_inference_steps=steps, batch_size=batch, output_type="latent")
         seconds = time.perf_counter() - t0
         nfe[method] = sum(rows)
         return seconds

@@ -29,7 +29,7 @@ def measure(pipe, method: str, steps: int, repeats: int) -> tuple[int, float]:
         for _ in range(repeats):
             rows.clear()
             t0 = time.perf_counter()
-            generate(pipe, ["a red fox in the snow"], [0], method, negative_prompts=negatives,
+            generate(pipe, ["a red fox in the snow"], [0], method=method, negative_prompts=negatives,
                      num_inference_steps=steps, output_type="latent")
             times.append(time.perf_counter() - t0)
     finally:
@@ -44,7 +44,7 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", default=",".join(map(str, STEPS)), help="comma-separated step counts T")
     args = parser.parse_args(argv)
     pipe = load_pipeline(args.model or ensure_tiny("sdxl"))
-    generate(pipe, ["warm-up"], [0], "cfg", num_inference_steps=2, output_type="latent")
+    generate(pipe, ["warm-up"], [0], method="cfg", num_inference_steps=2, output_type="latent")
 
     print(f"{'T':>3} {'method':<7} {'NFE':>5} {'formula':>7} {'NFE/CFG':>8} {'time/CFG':>9}")
     for steps in (int(t) for t in args.steps.split(",")):

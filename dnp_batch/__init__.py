@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING
 from .lazy import lazy_names
 
 if TYPE_CHECKING:
-    from .api import METHODS, AnswerConfig, GenerateResult, generate, sample_id
+    from .api import (METHODS, AnswerSettings, ApgSettings, CnpSettings, DnpSettings, GenerateResult, describe_dns,
+                      generate, sample_id)
     from .models import load_pipeline
 
-_HOMES = {"METHODS": "api", "AnswerConfig": "api", "GenerateResult": "api", "generate": "api", "sample_id": "api",
-          "load_pipeline": "models"}
+_API = ("METHODS", "AnswerSettings", "ApgSettings", "CnpSettings", "DnpSettings", "GenerateResult", "describe_dns",
+        "generate", "sample_id")
+_HOMES = {**{name: "api" for name in _API}, "load_pipeline": "models"}
 
-__all__ = ["METHODS", "AnswerConfig", "GenerateResult", "generate", "load_pipeline", "sample_id"]
+__all__ = [*_API, "load_pipeline"]
 __version__ = "0.1.0"
 
 

@@ -1,4 +1,4 @@
-"""The library API: `generate(pipe, prompts, seeds, method, ...)` on one loaded diffusers pipeline."""
+"""The library API: `generate(pipe, prompts, seeds, method=..., ...)` on one loaded diffusers pipeline."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from . import families, methods, sampler
-from .methods import METHODS, AnswerConfig, CnpSettings, DnpSettings, fresh_seed
+from .methods import METHODS, AnswerSettings, ApgSettings, CnpSettings, DnpSettings, fresh_seed
 from .settings import Strict, check_choice
 
 OUTPUT_TYPES = ("pil", "np", "latent")
@@ -55,7 +55,7 @@ def check_size(pipe, height, width) -> None:
             raise ValueError(f"{name} must be a positive multiple of the VAE factor {f}, got {v!r}")
 
 
-def _validate(pipe, prompts, seeds, method, negative_prompts, steps, height, width, output_type, ids, batch_size):
+def _validate(pipe, prompts, seeds, m, negative_prompts, steps, height, width, output_type, ids, batch_size):
     if isinstance(prompts, str) or not isinstance(prompts, Sequence):
         raise ValueError("prompts must be a list of strings (wrap a single prompt in a list)")
     if len(prompts) == 0:
@@ -68,10 +68,9 @@ def _validate(pipe, prompts, seeds, method, negative_prompts, steps, height, wid
         raise ValueError(f"seeds has {len(seeds)} entries but prompts has {len(prompts)}: give one seed per prompt")
     if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
         raise ValueError("seeds must be non-negative integers")
-    m = methods.get(method)
     if m.needs_negative:
         if negative_prompts is None:
-            raise ValueError(f"method {method!r} needs negative_prompts (one string per prompt)")
+            raise ValueError(f"method {m.name!r} needs negative_prompts (one string per prompt)")
         if isinstance(negative_prompts, str) or len(negative_prompts) != len(prompts):
             raise ValueError(
                 f"negative_prompts must be a list with one string per prompt ({len(prompts)}), "
@@ -81,7 +80,7 @@ def _validate(pipe, prompts, seeds, method, negative_prompts, steps, height, wid
             raise ValueError("negative_prompts must all be strings")
     elif negative_prompts is not None:
         takers = tuple(name for name, other in methods.REGISTRY.items() if other.needs_negative)
-        raise ValueError(f"negative_prompts only apply to methods {takers}, not {method!r}")
+        raise ValueError(f"negative_prompts only apply to methods {takers}, not {m.name!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"num_inference_steps must be an integer >= 1, got {steps!r}")
     check_size(pipe, height, width)
@@ -92,40 +91,26 @@ def _validate(pipe, prompts, seeds, method, negative_prompts, steps, height, wid
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
 
 
-def _settings(answer, same_seed, cnp_every, settings) -> dict[str, Strict]:
-    """Every method section's settings for a run: the keyword arguments, `settings`, defaults."""
-    given = {"answer": answer, "dnp": DnpSettings(same_seed=same_seed), "cnp": CnpSettings(every=cnp_every),
-             **(settings or {})}
-    out = {}
-    for key, model in methods.sections().items():
-        value = given.get(key, model())
-        if not isinstance(value, model):
-            raise ValueError(f"{key} must be a dnp_batch.{model.__name__}, got {type(value).__name__}")
-        out[key] = value
-    return out
-
-
-def _make_run(pipe, method, prompts, seeds, negative_prompts, guidance_scale, num_inference_steps, height, width,
-              answer, dns_guidance_scale, guidance_rescale, captioner, same_seed, cnp_every, output_type, ids,
-              batch_size, callback, settings, captions) -> methods.Call:
+def _make_call(pipe, prompts, seeds, *, method, negative_prompts=None, guidance_scale, num_inference_steps, height,
+               width, dns_guidance_scale, guidance_rescale, captioner, output_type="pil", ids=None, batch_size,
+               callback=None, captions=None) -> methods.Call:
     families.family_of(pipe)  # "pipe must be a diffusers StableDiffusionPipeline or ..., got X"
+    m, settings = methods.resolve(method)
     native = pipe.unet.config.sample_size * pipe.vae_scale_factor  # the pipelines' own default size
     height = native if height is None else height
     width = native if width is None else width
-    _validate(pipe, prompts, seeds, method, negative_prompts, num_inference_steps, height, width,
+    _validate(pipe, prompts, seeds, m, negative_prompts, num_inference_steps, height, width,
               output_type, ids, batch_size)
-    m = methods.get(method)
-    run_settings = _settings(answer, same_seed, cnp_every, settings)
     if captions is not None:
         if not hasattr(m, "from_captions"):
-            raise ValueError(f"captions are phase two of a two-phase method (auto-DNP); method {method!r} takes none")
+            raise ValueError(f"captions are phase two of a two-phase method (auto-DNP); method {m.name!r} takes none")
         if isinstance(captions, str) or len(captions) != len(prompts) or not all(isinstance(c, str) for c in captions):
             raise ValueError(f"captions must be a list with one string per prompt ({len(prompts)})")
     elif m.needs_captioner and captioner is None:
-        raise ValueError(f"method {method!r} needs a captioner (e.g. dnp_batch.captioner.Captioner())")
+        raise ValueError(f"method {m.name!r} needs a captioner (e.g. dnp_batch.captioner.Captioner())")
     dns_scale = guidance_scale if dns_guidance_scale is None else dns_guidance_scale
     return methods.Call(pipe, m, guidance_scale, dns_scale, guidance_rescale, num_inference_steps, height, width,
-                       run_settings, captioner, output_type, callback)
+                        settings, captioner, output_type, callback)
 
 
 def _chunk(run: methods.Call, prompts, seeds, negatives) -> methods.Chunk:
@@ -140,39 +125,41 @@ def generate(
     pipe,
     prompts: Sequence[str],
     seeds: Sequence[int],
-    method: str,
+    *,
+    method: str | Strict = "cfg",
     negative_prompts: Sequence[str] | None = None,
     guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
     num_inference_steps: int = DEFAULT_STEPS,
     height: int | None = None,
     width: int | None = None,
-    answer: AnswerConfig = AnswerConfig(),
     dns_guidance_scale: float | None = None,
     guidance_rescale: float = 0.0,
     captioner=None,
-    same_seed: bool = True,
-    cnp_every: int = 1,
+    captions: Sequence[str] | None = None,
     output_type: str = "pil",
     ids: Sequence[str] | None = None,
     batch_size: int = 4,
     callback=None,
-    settings: dict | None = None,
-    captions: Sequence[str] | None = None,
 ) -> GenerateResult:
     """Sample `prompts` (one seed each) with `method` on a loaded SD/SDXL pipeline.
 
-    Methods (`dnp_batch.methods`, docs/METHODS.md): `cfg`; `np` and `dnp` (NP with the caller's
-    negatives; `dnp` is phase two of human DNP, where an empty negative falls back to none); `dns`;
-    `auto-dnp` and `cnp`, which need `captioner` (a `Captioner` or any callable: list of PIL images
-    -> list of str); `answer`. A method's knobs come as `answer=`, `same_seed=`, `cnp_every=` or,
-    for any method, `settings={section: its settings model}`. `captions` runs only auto-DNP's
-    phase two, from the captions of `describe_dns` (its records then count phase two's cost
-    alone). A sample's output depends only on its own prompt, seed and the parameters, never on
-    what shares its batch. `callback(dict)` sees every step of the final chain.
+    `method` is a method's name (`dnp_batch.METHODS`, docs/METHODS.md), run with its default
+    settings, or a method's settings object, which names the method and sets its knobs:
+    `AnswerSettings(k=3)` (answer), `ApgSettings(...)` (apg), `CnpSettings(every=2)` (cnp),
+    `DnpSettings(same_seed=False)` (auto-dnp). The methods: `cfg`; `np` and `dnp` (NP with the
+    caller's `negative_prompts`; `dnp` is phase two of human DNP, where an empty negative falls back
+    to none); `dns`; `auto-dnp` and `cnp`, which need `captioner` (a `Captioner` or any callable:
+    list of PIL images -> list of str); `answer`; `apg`. `captions` runs only auto-DNP's phase two,
+    from the captions of `describe_dns` (its records then count phase two's cost alone). A sample's
+    output depends only on its own prompt, seed and the parameters, never on what shares its batch.
+    `callback(dict)` sees every step of the final chain.
     """
-    run = _make_run(pipe, method, prompts, seeds, negative_prompts, guidance_scale, num_inference_steps, height,
-                    width, answer, dns_guidance_scale, guidance_rescale, captioner, same_seed, cnp_every,
-                    output_type, ids, batch_size, callback, settings, captions)
+    run = _make_call(pipe, prompts, seeds, method=method, negative_prompts=negative_prompts,
+                     guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, height=height,
+                     width=width, dns_guidance_scale=dns_guidance_scale, guidance_rescale=guidance_rescale,
+                     captioner=captioner, output_type=output_type, ids=ids, batch_size=batch_size,
+                     callback=callback, captions=captions)
+    name = run.method.name
     params = run.params()
     outputs, dns_images, records = [], [], []
     for start in range(0, len(prompts), batch_size):
@@ -194,10 +181,10 @@ def generate(
         dns_images.extend(part.dns_images or [])
         for j, (p, s, extra) in enumerate(zip(prompts[chunk], seeds[chunk], part.extras)):
             records.append({
-                "id": ids[start + j] if ids is not None else sample_id(p, s, method, extra["negative_prompt"]),
+                "id": ids[start + j] if ids is not None else sample_id(p, s, name, extra["negative_prompt"]),
                 "prompt": p,
                 "seed": s,
-                "method": method,
+                "method": name,
                 **extra,
                 **params,
                 "nfe": part.denoise.nfe,
@@ -211,7 +198,9 @@ def describe_dns(
     pipe,
     prompts: Sequence[str],
     seeds: Sequence[int],
+    *,
     captioner,
+    method: str | Strict = "auto-dnp",
     guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
     num_inference_steps: int = DEFAULT_STEPS,
     height: int | None = None,
@@ -219,15 +208,16 @@ def describe_dns(
     dns_guidance_scale: float | None = None,
     guidance_rescale: float = 0.0,
     batch_size: int = 4,
-    method: str = "auto-dnp",
 ) -> DnsCaptions:
     """auto-DNP's phase one (docs/METHODS.md §DNP steps 1-2): DNS images and their captions. Phase
-    two is `generate(..., "auto-dnp", captions=...)`; `generate(..., "auto-dnp")` runs both."""
-    if not hasattr(methods.get(method), "describe"):
-        raise ValueError(f"method {method!r} has no DNS + caption phase")
-    run = _make_run(pipe, method, prompts, seeds, None, guidance_scale, num_inference_steps, height, width,
-                    AnswerConfig(), dns_guidance_scale, guidance_rescale, captioner, True, 1, "pil", None,
-                    batch_size, None, None, None)
+    two is `generate(..., method="auto-dnp", captions=...)`; `generate(..., method="auto-dnp")`
+    runs both. `method`: "auto-dnp" or its `DnpSettings`."""
+    run = _make_call(pipe, prompts, seeds, method=method, guidance_scale=guidance_scale,
+                     num_inference_steps=num_inference_steps, height=height, width=width,
+                     dns_guidance_scale=dns_guidance_scale, guidance_rescale=guidance_rescale, captioner=captioner,
+                     batch_size=batch_size)
+    if not hasattr(run.method, "describe"):
+        raise ValueError(f"method {run.method.name!r} has no DNS + caption phase")
     out = DnsCaptions([], [], [], [])
     for start in range(0, len(prompts), batch_size):
         chunk = slice(start, start + batch_size)
@@ -250,5 +240,5 @@ def _concat(outputs: list, output_type: str):
     return np.concatenate(outputs)
 
 
-__all__ = ["METHODS", "AnswerConfig", "DnsCaptions", "GenerateResult", "check_size", "describe_dns", "fresh_seed",
-           "generate", "sample_id"]
+__all__ = ["METHODS", "AnswerSettings", "ApgSettings", "CnpSettings", "DnpSettings", "DnsCaptions", "GenerateResult",
+           "check_size", "describe_dns", "fresh_seed", "generate", "sample_id"]

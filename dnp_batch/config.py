@@ -186,11 +186,6 @@ JobConfig = create_model(
 )
 JobConfig.__doc__ = _JobSettings.__doc__
 
-# The method sections' settings models, by their old names here.
-AnswerSettings = methods.AnswerConfig
-DnpSettings = methods.DnpSettings
-CnpSettings = methods.CnpSettings
-
 
 def parse_override(text: str) -> tuple[list[str], object]:
     """`answer.k=3` -> (["answer", "k"], 3); the value is read as YAML (numbers, bools, lists, null)."""

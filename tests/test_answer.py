@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from dnp_batch import AnswerConfig, families, generate, guidance, sampler
+from dnp_batch import AnswerSettings, families, generate, guidance, sampler
 from dnp_batch.methods.answer import negative_from_x0
 from dnp_batch.models import set_scheduler
 
@@ -19,7 +19,7 @@ def pipe(request, tiny_sd, tiny_sdxl):
 
 
 def run(pipe, method="answer", prompts=("a red cube",), seeds=(5,), steps=6, **kw):
-    return generate(pipe, list(prompts), list(seeds), method, num_inference_steps=steps, height=SIZE, width=SIZE,
+    return generate(pipe, list(prompts), list(seeds), method=method, num_inference_steps=steps, height=SIZE, width=SIZE,
                     output_type="latent", **kw)
 
 
@@ -27,8 +27,8 @@ def run(pipe, method="answer", prompts=("a red cube",), seeds=(5,), steps=6, **k
 def test_k_zero_is_bit_identical_to_cfg(pipe, scheduler):
     set_scheduler(pipe, scheduler)
     cfg = run(pipe, "cfg", prompts=("a cat", "a dog"), seeds=(1, 2)).images
-    for answer in (AnswerConfig(k=0), AnswerConfig(until=0.0)):
-        got = run(pipe, "answer", prompts=("a cat", "a dog"), seeds=(1, 2), answer=answer).images
+    for answer in (AnswerSettings(k=0), AnswerSettings(until=0.0)):
+        got = run(pipe, answer, prompts=("a cat", "a dog"), seeds=(1, 2)).images
         assert torch.equal(got, cfg)
 
 
@@ -68,7 +68,7 @@ def test_main_scheduler_state_is_untouched_by_the_minichain(pipe, scheduler):
             "timestep_spacing": "trailing"})
     seeds, steps = [5, 9], 6
     seen = []
-    run(pipe, prompts=("a cat", "a dog"), seeds=seeds, steps=steps, answer=AnswerConfig(k=2, until=1.0),
+    run(pipe, prompts=("a cat", "a dog"), seeds=seeds, steps=steps, method=AnswerSettings(k=2, until=1.0),
         callback=lambda s: seen.append((s["eps"].clone(), s["z"].clone(), copy.deepcopy(_state(s["scheduler"])))))
     assert len(seen) == steps
 
@@ -90,19 +90,19 @@ def test_main_scheduler_state_is_untouched_by_the_minichain(pipe, scheduler):
 @pytest.mark.parametrize(
     "steps,answer",
     [
-        (6, AnswerConfig()),
-        (10, AnswerConfig()),
-        (7, AnswerConfig(k=3, until=1.0)),
-        (8, AnswerConfig(k=4, until=0.75, shape="linear")),
-        (6, AnswerConfig(k=2, negative_eps="uncond")),
-        (6, AnswerConfig(k=1, negative_eps="cond", normalize="channel")),
+        (6, AnswerSettings()),
+        (10, AnswerSettings()),
+        (7, AnswerSettings(k=3, until=1.0)),
+        (8, AnswerSettings(k=4, until=0.75, shape="linear")),
+        (6, AnswerSettings(k=2, negative_eps="uncond")),
+        (6, AnswerSettings(k=1, negative_eps="cond", normalize="channel")),
     ],
 )
 def test_unet_calls_match_the_nfe_formula(tiny_sdxl, steps, answer):
     rows = []
     hook = tiny_sdxl.unet.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
     try:
-        out = run(tiny_sdxl, steps=steps, answer=answer)
+        out = run(tiny_sdxl, steps=steps, method=answer)
     finally:
         hook.remove()
     ks = answer.schedule(steps)
@@ -118,7 +118,7 @@ def test_nfe_default_schedule_is_120_at_30_steps(tiny_sd):
     rows = []
     hook = tiny_sd.unet.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
     try:
-        out = generate(tiny_sd, ["a cat", "a dog"], [0, 1], "answer", num_inference_steps=30, height=32, width=32,
+        out = generate(tiny_sd, ["a cat", "a dog"], [0, 1], method="answer", num_inference_steps=30, height=32, width=32,
                        output_type="latent")
     finally:
         hook.remove()
@@ -166,7 +166,7 @@ def test_normalized_negative_has_the_reference_statistics(tiny_sd, mode, monkeyp
         return out
 
     monkeypatch.setattr(guidance, "normalize", spy)
-    run(tiny_sd, steps=4, answer=AnswerConfig(normalize=mode))
+    run(tiny_sd, steps=4, method=AnswerSettings(normalize=mode))
     assert len(caught) == 2  # K > 0 on the first half of 4 steps
     dims = (1, 2, 3) if mode == "global" else (2, 3)
     # float32: the statistics of the normalised tensor, recomputed, differ from the reference's by
@@ -178,10 +178,10 @@ def test_normalized_negative_has_the_reference_statistics(tiny_sd, mode, monkeyp
 
 def test_normalize_modes_and_negative_eps_change_the_result(tiny_sd):
     base = run(tiny_sd).images
-    for answer in (AnswerConfig(normalize="channel"), AnswerConfig(normalize="none"),
-                   AnswerConfig(negative_eps="uncond"), AnswerConfig(negative_eps="cond"),
-                   AnswerConfig(shape="linear", k=3)):
-        assert not torch.allclose(run(tiny_sd, answer=answer).images, base), answer
+    for answer in (AnswerSettings(normalize="channel"), AnswerSettings(normalize="none"),
+                   AnswerSettings(negative_eps="uncond"), AnswerSettings(negative_eps="cond"),
+                   AnswerSettings(shape="linear", k=3)):
+        assert not torch.allclose(run(tiny_sd, method=answer).images, base), answer
 
 
 def test_callback_sees_every_step(tiny_sd):
@@ -197,7 +197,7 @@ def test_callback_sees_every_step(tiny_sd):
 def test_negative_scale_zero_is_bit_identical_to_cfg_and_runs_no_minichain(pipe, scheduler):
     set_scheduler(pipe, scheduler)
     cfg = run(pipe, "cfg", prompts=("a cat", "a dog"), seeds=(1, 2))
-    got = run(pipe, "answer", prompts=("a cat", "a dog"), seeds=(1, 2), answer=AnswerConfig(negative_scale=0.0))
+    got = run(pipe, AnswerSettings(negative_scale=0.0), prompts=("a cat", "a dog"), seeds=(1, 2))
     assert torch.equal(got.images, cfg.images)
     assert got.records[0]["nfe"] == 12 and got.records[0]["answer"]["negative_scale"] == 0.0
 
@@ -207,10 +207,10 @@ def test_negative_scale_null_is_the_papers_form_and_w_minus_one_equals_it(pipe):
     CFG + push form (equal up to float rounding); another λ changes the result."""
     w = 4.0
     paper = run(pipe, guidance_scale=w).images
-    assert torch.equal(run(pipe, guidance_scale=w, answer=AnswerConfig(negative_scale=None)).images, paper)
-    same = run(pipe, guidance_scale=w, answer=AnswerConfig(negative_scale=w - 1)).images
+    assert torch.equal(run(pipe, guidance_scale=w, method=AnswerSettings(negative_scale=None)).images, paper)
+    same = run(pipe, guidance_scale=w, method=AnswerSettings(negative_scale=w - 1)).images
     assert_close(same, paper, FORM_TOL, "lambda = w - 1 vs the paper's form")
-    assert not torch.allclose(run(pipe, guidance_scale=w, answer=AnswerConfig(negative_scale=0.5)).images, paper)
+    assert not torch.allclose(run(pipe, guidance_scale=w, method=AnswerSettings(negative_scale=0.5)).images, paper)
 
 
 def test_answer_guidance_is_cfg_plus_the_push():
@@ -264,11 +264,11 @@ def test_x0_conversion_matches_a_hand_computation(tiny_sd, scheduler, prediction
 @pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpmpp_2m"])
 def test_x0_negative_runs_with_the_nfe_of_dns_guided(tiny_sd, scheduler):
     set_scheduler(tiny_sd, scheduler)
-    answer = AnswerConfig(negative_eps="x0", normalize="none")
-    out = run(tiny_sd, answer=answer)
+    answer = AnswerSettings(negative_eps="x0", normalize="none")
+    out = run(tiny_sd, method=answer)
     assert out.records[0]["nfe"] == guidance.answer_nfe(6, answer.schedule(6), "x0") == 6 * 2 + 2 * 2 * 3
     assert torch.isfinite(out.images).all()
-    assert not torch.allclose(out.images, run(tiny_sd, answer=AnswerConfig(normalize="none")).images)
+    assert not torch.allclose(out.images, run(tiny_sd, method=AnswerSettings(normalize="none")).images)
 
 
 @pytest.mark.parametrize("scheduler", ["ddim", "euler"])
@@ -280,7 +280,7 @@ def test_answer_on_zero_terminal_snr_v_prediction(tiny_sd, scheduler):
     zsnr = {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
     tiny_sd.scheduler = SCHEDULERS[scheduler].from_config({**dict(tiny_sd.scheduler.config), **zsnr})
     cfg = run(tiny_sd, "cfg").images
-    assert torch.equal(run(tiny_sd, answer=AnswerConfig(k=0)).images, cfg)
+    assert torch.equal(run(tiny_sd, method=AnswerSettings(k=0)).images, cfg)
     for mode in ("dns_guided", "x0"):
-        got = run(tiny_sd, answer=AnswerConfig(k=2, until=1.0, negative_eps=mode)).images
+        got = run(tiny_sd, method=AnswerSettings(k=2, until=1.0, negative_eps=mode)).images
         assert torch.isfinite(got).all() and not torch.allclose(got, cfg), mode

@@ -2,7 +2,7 @@
 
 import pytest
 
-from dnp_batch import AnswerConfig, generate, load_pipeline
+from dnp_batch import AnswerSettings, generate, load_pipeline
 
 
 @pytest.fixture
@@ -11,6 +11,10 @@ def pipe(tiny_sd):
     tiny_sd.unet.register_forward_pre_hook(lambda m, args: calls.append(1))
     yield tiny_sd
     assert calls == [], "bad input must be refused before the UNet runs"
+
+
+class ScoreLike:
+    """Not any method's settings."""
 
 
 @pytest.mark.parametrize(
@@ -29,7 +33,9 @@ def pipe(tiny_sd):
         (dict(width=0), "width must be a positive multiple"),
         (dict(output_type="jpeg"), "output_type must be one of"),
         (dict(batch_size=0), "batch_size must be"),
-        (dict(answer={"k": 2}), "answer must be a dnp_batch.AnswerConfig"),
+        (dict(method={"k": 2}),
+         r"method must be a name \(cfg, .*\) or a method's settings \(.*AnswerSettings.*\); got dict"),
+        (dict(method=ScoreLike()), "got ScoreLike"),
     ],
 )
 def test_bad_arguments(pipe, kwargs, match):
@@ -53,12 +59,29 @@ def test_bad_arguments(pipe, kwargs, match):
 )
 def test_bad_answer_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        AnswerConfig(**kwargs)
+        AnswerSettings(**kwargs)
+
+
+def test_method_is_a_name_or_its_settings_and_the_rest_keywords(tiny_sd):
+    """`method=AnswerSettings(...)` names the method and sets its knobs; the name alone runs the
+    method's defaults; everything after the seeds is keyword-only."""
+    args = dict(num_inference_steps=6, height=32, width=32, output_type="latent")
+    pipe = tiny_sd
+    by_name = generate(pipe, ["a cat"], [0], method="answer", **args)
+    default = generate(pipe, ["a cat"], [0], method=AnswerSettings(), **args)
+    knobs = generate(pipe, ["a cat"], [0], method=AnswerSettings(k=1, until=1.0, negative_eps="uncond"), **args)
+    assert by_name.images.equal(default.images) and by_name.records == [
+        {**r, "seconds": by_name.records[0]["seconds"]} for r in default.records]
+    assert knobs.records[0]["method"] == "answer" and knobs.records[0]["answer"]["k"] == 1
+    assert not knobs.images.equal(default.images)
+    assert generate(pipe, ["a cat"], [0], **args).records[0]["method"] == "cfg"  # the default method
+    with pytest.raises(TypeError):
+        generate(pipe, ["a cat"], [0], "answer")  # the method is keyword-only
 
 
 def test_not_a_pipeline():
     with pytest.raises(ValueError, match="pipe must be a diffusers"):
-        generate(object(), ["a cat"], [0], "cfg")
+        generate(object(), ["a cat"], [0], method="cfg")
 
 
 def test_directory_that_is_not_a_pipeline(tmp_path):

@@ -11,7 +11,8 @@ import yaml
 
 from jobutil import REPO, load_job
 
-from dnp_batch.config import AnswerSettings, load_config
+from dnp_batch import AnswerSettings
+from dnp_batch.config import load_config
 from dnp_batch.prompts import FORMATS
 from dnp_batch.stages import build_stages
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dnp_batch import generate
+from dnp_batch import CnpSettings, DnpSettings, generate
 from dnp_batch.api import fresh_seed
 from dnp_batch.captioner import Captioner
 from dnp_batch.models import set_scheduler
@@ -38,7 +38,7 @@ def pipe(request, tiny_sd, tiny_sdxl):
 
 
 def run(pipe, method, prompts=("a cat", "a dog"), seeds=(3, 4), **kw):
-    return generate(pipe, list(prompts), list(seeds), method, num_inference_steps=STEPS, height=SIZE, width=SIZE,
+    return generate(pipe, list(prompts), list(seeds), method=method, num_inference_steps=STEPS, height=SIZE, width=SIZE,
                     output_type="latent", **kw)
 
 
@@ -58,9 +58,9 @@ def test_auto_dnp_equals_np_with_the_recorded_caption(pipe, blip2, scheduler):
 
 
 def test_auto_dnp_dns_images_are_the_dns_method_images(tiny_sd, blip2):
-    auto = generate(tiny_sd, ["a cat"], [3], "auto-dnp", captioner=blip2, num_inference_steps=STEPS,
+    auto = generate(tiny_sd, ["a cat"], [3], method="auto-dnp", captioner=blip2, num_inference_steps=STEPS,
                     height=SIZE, width=SIZE)
-    dns = generate(tiny_sd, ["a cat"], [3], "dns", num_inference_steps=STEPS, height=SIZE, width=SIZE)
+    dns = generate(tiny_sd, ["a cat"], [3], method="dns", num_inference_steps=STEPS, height=SIZE, width=SIZE)
     assert np.array_equal(np.asarray(auto.dns_images[0]), np.asarray(dns.images[0]))
     assert dns.dns_images is None
 
@@ -83,7 +83,7 @@ def test_dnp_with_blank_human_negative_falls_back_to_cfg(tiny_sd):
 
 def test_auto_dnp_fresh_seed(tiny_sd):
     cap = FixedCaptioner("grass")
-    auto = run(tiny_sd, "auto-dnp", captioner=cap, same_seed=False)
+    auto = run(tiny_sd, DnpSettings(same_seed=False), captioner=cap)
     assert [r["np_seed"] for r in auto.records] == [fresh_seed(3), fresh_seed(4)] and fresh_seed(3) != 3
     ref = run(tiny_sd, "np", seeds=(fresh_seed(3), fresh_seed(4)), negative_prompts=["grass", "grass"])
     assert_close(auto.images, ref.images, BATCH_TOL, "batch composition")
@@ -95,7 +95,7 @@ def test_cnp_counts_match_the_formula(tiny_sdxl, steps, every):
     rows, cap = [], FixedCaptioner("fog", "rain", "")
     hook = tiny_sdxl.unet.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
     try:
-        out = generate(tiny_sdxl, ["a cat"], [1], "cnp", captioner=cap, cnp_every=every, num_inference_steps=steps,
+        out = generate(tiny_sdxl, ["a cat"], [1], method=CnpSettings(every=every), captioner=cap, num_inference_steps=steps,
                        height=SIZE, width=SIZE, output_type="latent")
     finally:
         hook.remove()
@@ -110,14 +110,14 @@ def test_cnp_counts_match_the_formula(tiny_sdxl, steps, every):
 
 def test_cnp_with_one_refresh_equals_auto_dnp(pipe):
     """every >= T: one refresh, from z_T: the DNS chain, its caption, then NP — i.e. auto-DNP."""
-    cnp = run(pipe, "cnp", captioner=FixedCaptioner("a dark room", "grass"), cnp_every=STEPS)
+    cnp = run(pipe, CnpSettings(every=STEPS), captioner=FixedCaptioner("a dark room", "grass"))
     auto = run(pipe, "auto-dnp", captioner=FixedCaptioner("a dark room", "grass"))
     assert_close(cnp.images, auto.images, BATCH_TOL, "batch composition")
 
 
 def test_cnp_refreshes_change_the_result(tiny_sd):
-    once = run(tiny_sd, "cnp", captioner=FixedCaptioner("fog", "fog", "a cat"), cnp_every=STEPS)
-    often = run(tiny_sd, "cnp", captioner=FixedCaptioner("fog", "fog", "a cat"), cnp_every=1)
+    once = run(tiny_sd, CnpSettings(every=STEPS), captioner=FixedCaptioner("fog", "fog", "a cat"))
+    often = run(tiny_sd, CnpSettings(every=1), captioner=FixedCaptioner("fog", "fog", "a cat"))
     assert not torch.allclose(once.images, often.images)
 
 
@@ -125,4 +125,4 @@ def test_captioned_methods_need_a_captioner_and_valid_every(tiny_sd):
     with pytest.raises(ValueError, match="needs a captioner"):
         run(tiny_sd, "auto-dnp")
     with pytest.raises(ValueError, match="cnp.every must be an integer >= 1"):
-        run(tiny_sd, "cnp", captioner=FixedCaptioner("x"), cnp_every=0)
+        run(tiny_sd, CnpSettings(every=0), captioner=FixedCaptioner("x"))

@@ -22,4 +22,4 @@ def test_a_pipeline_of_no_family_gets_one_error_naming_it(tiny_sd):
                                          r"StableDiffusionXLPipeline, got NotAPipeline$"):
         families.family_of(NotAPipeline())
     with pytest.raises(ValueError, match="got NotAPipeline"):
-        generate(NotAPipeline(), ["a cat"], [0], "cfg")
+        generate(NotAPipeline(), ["a cat"], [0], method="cfg")

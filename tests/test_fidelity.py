@@ -15,8 +15,8 @@ def test_dns_adheres_far_less_than_cfg():
     torch.set_num_threads(1)  # the numbers below do not depend on the machine's core count
     pipe = load_pipeline(TOY_MODEL_DIR)
     texts, seeds = prompts(32), list(range(32))
-    cfg = judge_many(generate(pipe, texts, seeds, "cfg", num_inference_steps=20, batch_size=16).images, texts)
-    dns = judge_many(generate(pipe, texts, seeds, "dns", num_inference_steps=20, batch_size=16).images, texts)
+    cfg = judge_many(generate(pipe, texts, seeds, method="cfg", num_inference_steps=20, batch_size=16).images, texts)
+    dns = judge_many(generate(pipe, texts, seeds, method="dns", num_inference_steps=20, batch_size=16).images, texts)
     assert cfg["all"] >= 0.3, cfg
     assert dns["all"] <= cfg["all"] / 4, (cfg, dns)
     assert dns["shape"] <= cfg["shape"] / 2 and dns["colour"] <= cfg["colour"] / 2, (cfg, dns)

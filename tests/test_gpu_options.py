@@ -24,7 +24,7 @@ def other_vae(tmp_path_factory):
 
 
 def images(pipe):
-    out = generate(pipe, ["a red fox"], [0], "cfg", num_inference_steps=2, output_type="np")
+    out = generate(pipe, ["a red fox"], [0], method="cfg", num_inference_steps=2, output_type="np")
     return np.stack(out.images)
 
 
@@ -46,8 +46,8 @@ def test_a_vae_folder_without_config_is_refused_before_any_work(tmp_path):
 def test_compile_unet_gives_the_same_latents():
     eager = load_pipeline(ensure_tiny("sd"))
     compiled = load_pipeline(ensure_tiny("sd"), compile_unet=True)
-    a = generate(eager, ["a red fox"], [0], "cfg", num_inference_steps=2, output_type="latent").images
-    b = generate(compiled, ["a red fox"], [0], "cfg", num_inference_steps=2, output_type="latent").images
+    a = generate(eager, ["a red fox"], [0], method="cfg", num_inference_steps=2, output_type="latent").images
+    b = generate(compiled, ["a red fox"], [0], method="cfg", num_inference_steps=2, output_type="latent").images
     # inductor fuses and reorders float32 arithmetic: a few ulps per op over 2 steps on latents of
     # magnitude ~10 (a wrong graph would differ by ~1); 1e-4 bounds the rounding
     assert torch.allclose(torch.as_tensor(np.asarray(a)), torch.as_tensor(np.asarray(b)), atol=1e-4)

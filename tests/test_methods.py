@@ -27,10 +27,12 @@ def test_one_list_of_methods_everywhere():
 @pytest.mark.parametrize("name", methods.METHODS)
 def test_nfe_formula_matches_the_measured_count(tiny_sd, name):
     m = methods.get(name)
-    settings = {"answer": methods.AnswerConfig(k=2, until=1.0, negative_eps="uncond"), "cnp": methods.CnpSettings(every=2)}
-    out = generate(tiny_sd, ["a cat"], [0], name, num_inference_steps=5, output_type="latent",
+    settings = {"answer": methods.AnswerSettings(k=2, until=1.0, negative_eps="uncond"),
+                "cnp": methods.CnpSettings(every=2)}
+    given = settings.get(m.section, name)  # the method's settings object, or its name
+    out = generate(tiny_sd, ["a cat"], [0], method=given, num_inference_steps=5, output_type="latent",
                    negative_prompts=["fog"] if m.needs_negative else None,
-                   captioner=FixedCaptioner() if m.needs_captioner else None, settings=settings)
+                   captioner=FixedCaptioner() if m.needs_captioner else None)
     assert out.records[0]["nfe"] == m.nfe(5, settings.get(m.section)), name
 
 
@@ -39,11 +41,12 @@ def test_auto_dnp_phases_equal_the_in_process_run(tiny_sd):
     from dnp_batch.api import describe_dns
 
     prompts, seeds = ["a cat", "a dog"], [3, 4]
-    whole = generate(tiny_sd, prompts, seeds, "auto-dnp", captioner=FixedCaptioner(), num_inference_steps=4,
-                     output_type="latent", same_seed=False)
-    first = describe_dns(tiny_sd, prompts, seeds, FixedCaptioner(), num_inference_steps=4)
-    second = generate(tiny_sd, prompts, seeds, "auto-dnp", captions=first.captions, num_inference_steps=4,
-                      output_type="latent", same_seed=False, captioner={"model": "fixed", "max_new_tokens": None,
+    fresh = methods.DnpSettings(same_seed=False)
+    whole = generate(tiny_sd, prompts, seeds, method=fresh, captioner=FixedCaptioner(), num_inference_steps=4,
+                     output_type="latent")
+    first = describe_dns(tiny_sd, prompts, seeds, captioner=FixedCaptioner(), num_inference_steps=4)
+    second = generate(tiny_sd, prompts, seeds, method=fresh, captions=first.captions, num_inference_steps=4,
+                      output_type="latent", captioner={"model": "fixed", "max_new_tokens": None,
                                                                          "prompt": None})
     assert second.images.equal(whole.images)
     assert first.nfe == [8, 8] and [r["nfe"] for r in second.records] == [8, 8]
@@ -51,12 +54,12 @@ def test_auto_dnp_phases_equal_the_in_process_run(tiny_sd):
     assert [{k: v for k, v in r.items() if k not in drop} for r in second.records] == \
         [{k: v for k, v in r.items() if k not in drop} for r in whole.records]
     with pytest.raises(ValueError, match="captions are phase two"):
-        generate(tiny_sd, prompts, seeds, "cfg", captions=["x", "y"], num_inference_steps=2)
+        generate(tiny_sd, prompts, seeds, method="cfg", captions=["x", "y"], num_inference_steps=2)
 
 
 def test_method_settings_are_one_model_for_library_and_config():
     cfg = load_config(sets=["answer.k=3", "cnp.every=2", "dnp.same_seed=false"])
     # the built-in toy-world defaults add λ = 1 (config.TOY_DEFAULTS) to the answer section
-    assert cfg.answer == methods.AnswerConfig(k=3, negative_scale=1.0) and cfg.cnp.every == 2 and cfg.dnp.same_seed is False
+    assert cfg.answer == methods.AnswerSettings(k=3, negative_scale=1.0) and cfg.cnp.every == 2 and cfg.dnp.same_seed is False
     with pytest.raises(ValueError, match="cnp.every must be an integer >= 1"):
         load_config(sets=["cnp.every=0"])

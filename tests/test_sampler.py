@@ -31,7 +31,7 @@ def diffusers_call(pipe, method, output_type, seed=SEED, prompt=PROMPT, neg=NEG)
 
 
 def ours(pipe, method, output_type, seeds=(SEED,), prompts=(PROMPT,), negs=(NEG,)):
-    return generate(pipe, list(prompts), list(seeds), method,
+    return generate(pipe, list(prompts), list(seeds), method=method,
                     negative_prompts=list(negs) if method == "np" else None, guidance_scale=W,
                     num_inference_steps=STEPS, height=SIZE, width=SIZE, output_type=output_type).images
 
@@ -72,7 +72,7 @@ def test_batch_of_mixed_prompts_and_seeds_equals_diffusers_one_by_one(pipe, sche
 
 
 def test_pil_output_and_records(pipe):
-    out = generate(pipe, ["a cat", "a dog"], [0, 1], "cfg", num_inference_steps=2, height=SIZE, width=SIZE)
+    out = generate(pipe, ["a cat", "a dog"], [0, 1], method="cfg", num_inference_steps=2, height=SIZE, width=SIZE)
     assert [im.size for im in out.images] == [(SIZE, SIZE)] * 2
     rec = out.records[1]
     assert rec["prompt"] == "a dog" and rec["seed"] == 1 and rec["method"] == "cfg"
@@ -83,10 +83,10 @@ def test_pil_output_and_records(pipe):
 
 def test_bfloat16_path_runs_through_the_same_code(tiny_sdxl_dir):
     pipe = load_pipeline(tiny_sdxl_dir, dtype="bf16")
-    out = generate(pipe, ["a cat"], [0], "answer", num_inference_steps=4, height=SIZE, width=SIZE, output_type="np")
+    out = generate(pipe, ["a cat"], [0], method="answer", num_inference_steps=4, height=SIZE, width=SIZE, output_type="np")
     assert out.images.shape == (1, SIZE, SIZE, 3) and np.isfinite(out.images).all()
     assert out.records[0]["dtype"] == "bfloat16"
-    latents = generate(pipe, ["a cat"], [0], "answer", num_inference_steps=4, height=SIZE, width=SIZE,
+    latents = generate(pipe, ["a cat"], [0], method="answer", num_inference_steps=4, height=SIZE, width=SIZE,
                        output_type="latent").images
     assert latents.dtype == torch.bfloat16
 
@@ -118,8 +118,8 @@ def test_apg_equals_diffusers_adaptive_projected_guidance(pipe, settings):
 
     set_scheduler(pipe, "euler")
     apg = methods.ApgSettings(**settings)
-    got = generate(pipe, [PROMPT, "a dog"], [SEED, 3], "apg", guidance_scale=W, num_inference_steps=STEPS,
-                   height=SIZE, width=SIZE, output_type="latent", settings={"apg": apg})
+    got = generate(pipe, [PROMPT, "a dog"], [SEED, 3], method=apg, guidance_scale=W, num_inference_steps=STEPS,
+                   height=SIZE, width=SIZE, output_type="latent")
     guider = AdaptiveProjectedGuidance(guidance_scale=W, adaptive_projected_guidance_momentum=apg.momentum,
                                        adaptive_projected_guidance_rescale=apg.norm_threshold, eta=apg.eta)
     run = methods.Call(pipe, methods.get("cfg"), W, W, 0.0, STEPS, SIZE, SIZE)
@@ -144,8 +144,8 @@ def _apg(pipe, monkeypatch=None, **settings):
             return real(eps_null, eps_p, diff, w, eta, norm_threshold)
 
         monkeypatch.setattr(guidance, "apg", spy)
-    out = generate(pipe, [PROMPT, "a dog"], [SEED, 3], "apg", guidance_scale=W, num_inference_steps=STEPS,
-                   height=SIZE, width=SIZE, output_type="latent", settings={"apg": methods.ApgSettings(**settings)})
+    out = generate(pipe, [PROMPT, "a dog"], [SEED, 3], method=methods.ApgSettings(**settings), guidance_scale=W,
+                   num_inference_steps=STEPS, height=SIZE, width=SIZE, output_type="latent")
     return out.images, any(bit)
 
 

@@ -173,7 +173,7 @@ def test_training_is_deterministic_and_loads(tmp_path):
     assert (sched.rescale_betas_zero_snr, sched.prediction_type, sched.timestep_spacing) == (
         True, "v_prediction", "trailing")
     assert float(pipe.scheduler.alphas_cumprod[-1]) == 0.0
-    out = generate(pipe, ["a red circle"], [0], "cfg", height=32, width=32, num_inference_steps=2)
+    out = generate(pipe, ["a red circle"], [0], method="cfg", height=32, width=32, num_inference_steps=2)
     assert out.images[0].size == (32, 32)
 
 
@@ -239,7 +239,7 @@ def test_trained_model_loads_and_samples():
     assert weights < 20e6
     log = json.loads((MODEL_DIR / "train_log.json").read_text())
     assert log["steps_done"] > 0
-    out = generate(pipe, ["a red circle", "two blue squares"], [0, 1], "cfg", guidance_scale=6.0,
+    out = generate(pipe, ["a red circle", "two blue squares"], [0, 1], method="cfg", guidance_scale=6.0,
                    height=32, width=32, num_inference_steps=3)
     assert [im.size for im in out.images] == [(32, 32)] * 2
     J.judge(out.images[0], "a red circle")  # judges without error whatever the model drew

@@ -12,9 +12,10 @@ A method is a `Method` subclass with a `name` in a module of this package: the r
 it, so adding one touches only its own file.
 
     m = methods.get("answer")        # the method object
-    m.settings                       # its pydantic settings model (AnswerConfig), or None
+    m.settings                       # its pydantic settings model (AnswerSettings), or None
+    methods.resolve(AnswerSettings(k=3))   # (the answer method, those settings): generate(method=...)
     m.needs_negative, m.needs_captioner
-    m.nfe(30, AnswerConfig())        # 120
+    m.nfe(30, AnswerSettings())        # 120
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import importlib
 import pkgutil
 
 from ..settings import Strict
-from .answer import AnswerConfig
+from .answer import AnswerSettings
 from .apg import ApgSettings
 from .base import Call, Chunk, Method, blank_to_none, captioner_record, clean_captions, fresh_seed
 from .cnp import CnpSettings
@@ -58,6 +59,20 @@ def get(name: str) -> Method:
     return REGISTRY[name]
 
 
+def resolve(method) -> tuple[Method, Strict | None]:
+    """A `method=` argument as (the method, its settings): a registered name, with the method's
+    default settings, or a method's settings object (`AnswerSettings(k=3)`), which names its method."""
+    if isinstance(method, str):
+        m = get(method)
+        return m, m.settings() if m.settings else None
+    for m in REGISTRY.values():
+        if m.settings is not None and type(method) is m.settings:
+            return m, method
+    models = ", ".join(m.settings.__name__ for m in REGISTRY.values() if m.settings)
+    raise ValueError(f"method must be a name ({', '.join(METHODS)}) or a method's settings ({models}); "
+                     f"got {type(method).__name__}")
+
+
 def sections() -> dict[str, type[Strict]]:
     """{section: settings model} of every method that has knobs (JobConfig's method sections)."""
     return {m.section: m.settings for m in REGISTRY.values() if m.section}
@@ -68,6 +83,6 @@ def setting_axes() -> list[str]:
     return [f"{section}.{name}" for section, model in sections().items() for name in model.model_fields]
 
 
-__all__ = ["METHODS", "REGISTRY", "AnswerConfig", "ApgSettings", "CnpSettings", "DnpSettings", "Method", "Call",
-           "Chunk", "blank_to_none", "captioner_record", "clean_captions", "fresh_seed", "get", "sections",
+__all__ = ["METHODS", "REGISTRY", "AnswerSettings", "ApgSettings", "CnpSettings", "DnpSettings", "Method", "Call",
+           "Chunk", "blank_to_none", "captioner_record", "clean_captions", "fresh_seed", "get", "resolve", "sections",
            "setting_axes"]

@@ -17,7 +17,7 @@ from .base import Method
 NEGATIVE_EPS_MODES = ("dns_guided", "uncond", "cond", "x0")
 
 
-class AnswerConfig(Strict):
+class AnswerSettings(Strict):
     """ANSWER's knobs (docs/METHODS.md §ANSWER); defaults as pinned there."""
 
     k: int = 2
@@ -136,19 +136,19 @@ class Answer(Method):
     name = "answer"
     order = 7
     section = "answer"
-    settings = AnswerConfig
+    settings = AnswerSettings
     uses_dns_scale = True
 
     def record_fields(self, call):
-        answer: AnswerConfig = call.setting()
+        answer: AnswerSettings = call.setting()
         return {"dns_guidance_scale": call.dns_guidance_scale,
                 "answer": {**answer.model_dump(), "k_schedule": answer.schedule(call.steps)}}
 
     def nfe(self, steps, settings=None):
-        answer = settings or AnswerConfig()
+        answer = settings or AnswerSettings()
         return guidance.answer_nfe(steps, answer.schedule(steps), answer.negative_eps)
 
     def strategy(self, call):
-        answer: AnswerConfig = call.setting()
+        answer: AnswerSettings = call.setting()
         return AnswerStrategy(call.guidance_scale, call.dns_guidance_scale, answer.schedule(call.steps),
                               answer.normalize, answer.negative_eps, call.guidance_rescale, answer.negative_scale)

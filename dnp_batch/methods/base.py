@@ -3,7 +3,7 @@ sampled (`Chunk`), the `Method` base class, and the helpers the DNP methods shar
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -40,7 +40,7 @@ def captioner_record(captioner) -> dict:
 
 @dataclass
 class Call:
-    """One `generate` call's fixed settings (the method's own in `settings`, by section name)."""
+    """One `generate` call's fixed settings (`settings`: the method's own, None for one without knobs)."""
 
     pipe: Any
     method: "Method"
@@ -50,14 +50,14 @@ class Call:
     steps: int
     height: int
     width: int
-    settings: dict[str, Strict] = field(default_factory=dict)
+    settings: Strict | None = None
     captioner: Any = None
     output_type: str = "pil"
     callback: Callable[[dict], None] | None = None
 
     def setting(self) -> Strict | None:
-        """This run's settings of its own method's section."""
-        return self.settings.get(self.method.section) if self.method.section else None
+        """This run's settings of its method."""
+        return self.settings
 
     def caption(self, images) -> list[str]:
         return clean_captions(getattr(self.captioner, "caption", self.captioner)(images))
@@ -123,7 +123,7 @@ class Method:
 
     name: ClassVar[str]
     order: ClassVar[float]
-    section: ClassVar[str | None] = None  # its settings' key in JobConfig and generate(settings=...)
+    section: ClassVar[str | None] = None  # its settings' key in JobConfig (its section of a config file)
     settings: ClassVar[type[Strict] | None] = None
     needs_negative: ClassVar[bool] = False  # the caller gives one negative prompt per sample
     needs_captioner: ClassVar[bool] = False  # it captions its DNS images (auto-DNP, CNP)

@@ -28,8 +28,9 @@ class DnsCaptionStage(ModelStage):
 
     def process(self, cfg, samples, items):
         dns = api.describe_dns(
-            self.pipeline(cfg), [s.prompt for s in samples], [s.seed for s in samples], self.captioner(cfg),
-            guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.steps, height=cfg.height, width=cfg.width,
+            self.pipeline(cfg), [s.prompt for s in samples], [s.seed for s in samples],
+            captioner=self.captioner(cfg), method=cfg.method, guidance_scale=cfg.guidance_scale,
+            num_inference_steps=cfg.steps, height=cfg.height, width=cfg.width,
             dns_guidance_scale=cfg.dns_guidance_scale, guidance_rescale=cfg.guidance_rescale,
             batch_size=len(samples))
         for item, image, caption, nfe, seconds in zip(items, dns.images, dns.captions, dns.nfe, dns.seconds):

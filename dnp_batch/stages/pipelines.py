@@ -64,11 +64,11 @@ class ModelStage(Stage):
         method = methods.get(cfg.method)
         negatives = [s.negative_prompt for s in samples] if method.needs_negative else None
         return api.generate(
-            self.pipeline(cfg), [s.prompt for s in samples], [s.seed for s in samples], cfg.method,
+            self.pipeline(cfg), [s.prompt for s in samples], [s.seed for s in samples],
+            method=getattr(cfg, method.section) if method.section else cfg.method,  # its name, or its settings
             negative_prompts=negatives, guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.steps,
             height=cfg.height, width=cfg.width, dns_guidance_scale=cfg.dns_guidance_scale,
-            guidance_rescale=cfg.guidance_rescale, ids=[s.key for s in samples], batch_size=len(samples),
-            settings={section: getattr(cfg, section) for section in methods.sections()}, **kw)
+            guidance_rescale=cfg.guidance_rescale, ids=[s.key for s in samples], batch_size=len(samples), **kw)
 
     def pipeline(self, cfg: JobConfig):
         """The loaded pipeline for `cfg.model` (loaded on first use, or shared with another stage of

@@ -24,7 +24,7 @@ import time
 import torch
 
 from .. import methods
-from ..api import AnswerConfig, generate
+from ..api import generate
 from ..models import load_pipeline
 from .data import dataset, prompts
 from .judge import ATTRIBUTES, JudgeCaptioner, judge, judge_many
@@ -57,18 +57,18 @@ def with_intervals(rows: list[dict]) -> dict:
     return out
 
 
-def evaluate(pipe, n: int = 100, method: str = "cfg", guidance_scale: float = 6.0, steps: int = 25,
+def evaluate(pipe, n: int = 100, method="cfg", guidance_scale: float = 6.0, steps: int = 25,
              prompt_seed: int = 1234, seed0: int = 0, batch_size: int = 16, **kwargs) -> dict:
-    """Generate `n` samples (one prompt × seed each) with `method` and judge them."""
+    """Generate `n` samples (one prompt × seed each) with `method` (a name or its settings) and judge them."""
     texts = prompts(n, prompt_seed)
     seeds = [seed0 + i for i in range(n)]
-    if methods.get(method).needs_captioner:
+    if methods.resolve(method)[0].needs_captioner:
         kwargs.setdefault("captioner", JudgeCaptioner())
     t0 = time.perf_counter()
-    out = generate(pipe, texts, seeds, method, guidance_scale=guidance_scale, num_inference_steps=steps,
+    out = generate(pipe, texts, seeds, method=method, guidance_scale=guidance_scale, num_inference_steps=steps,
                    height=32, width=32, batch_size=batch_size, **kwargs)
     result = judge_many(out.images, texts)
-    result.update(method=method, guidance_scale=guidance_scale, steps=steps, prompt_seed=prompt_seed,
+    result.update(method=out.records[0]["method"], guidance_scale=guidance_scale, steps=steps, prompt_seed=prompt_seed,
                   seconds=round(time.perf_counter() - t0, 1))
     result["rows"] = [{"prompt": p, "seed": s, **judge(im, p)} for p, s, im in zip(texts, seeds, out.images)]
     result["images"] = out.images
@@ -121,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {attr:<9} {r['mean']:.3f} [{r['low']:.3f}, {r['high']:.3f}]  n={r['n']}")
         print(json.dumps(res))
         return 0
-    kwargs = {"answer": AnswerConfig()} if args.method == "answer" else {}
-    res = evaluate(pipe, args.n, args.method, args.w, args.steps, args.prompt_seed, **kwargs)
+    res = evaluate(pipe, args.n, args.method, args.w, args.steps, args.prompt_seed)
     images = res.pop("images")
     rows = res.pop("rows")
     if args.grid:

@@ -81,8 +81,8 @@ def layout_test(pipe, n: int = 64, w: float = 3.0, steps: int = 20, seed0: int =
     seeds = list(range(seed0, seed0 + n))
     with quiet_progress_bars():
         kw = dict(guidance_scale=w, num_inference_steps=steps, height=32, width=32, batch_size=batch_size)
-        a = generate(pipe, [p[0] for p in pairs], seeds, "cfg", **kw).images
-        b = generate(pipe, [p[1] for p in pairs], seeds, "cfg", **kw).images
+        a = generate(pipe, [p[0] for p in pairs], seeds, method="cfg", **kw).images
+        b = generate(pipe, [p[1] for p in pairs], seeds, method="cfg", **kw).images
     return score_pairs(a, b, pairs)
 
 

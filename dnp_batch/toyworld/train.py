@@ -192,7 +192,7 @@ def _validate(pipe, hp: dict, device: torch.device) -> dict:
 
     texts = prompts(hp["eval_n"], VALIDATION_PROMPT_SEED)
     with quiet_progress_bars():
-        images = generate(pipe, texts, list(range(len(texts))), "cfg", guidance_scale=hp["eval_w"],
+        images = generate(pipe, texts, list(range(len(texts))), method="cfg", guidance_scale=hp["eval_w"],
                           num_inference_steps=hp["eval_steps"], height=32, width=32, batch_size=64).images
     return judge_many(images, texts)
 
