@@ -11,14 +11,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from . import families, methods, sampler
-from .methods import METHODS, AnswerSettings, ApgSettings, CnpSettings, DnpSettings, fresh_seed
+from .methods import (DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, METHODS, AnswerSettings, ApgSettings, CnpSettings,
+                      DnpSettings, fresh_seed)
 from .settings import Strict, check_choice
 
 OUTPUT_TYPES = ("pil", "np", "latent")
-
-# docs/METHODS.md §Default hyperparameters
-DEFAULT_GUIDANCE_SCALE = 7.0
-DEFAULT_STEPS = 30
 
 
 @dataclass

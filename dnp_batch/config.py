@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import (AfterValidator, Field, NonNegativeInt, PositiveInt, ValidationError,
-                      create_model, field_validator, model_validator)
+from pydantic import AfterValidator, Field, NonNegativeInt, PositiveInt, ValidationError, field_validator, model_validator
 
-from . import api, methods, scorers
-from .models import check_scheduler
-from .names import JUDGE_CAPTIONER, TOY_MODEL
+from . import methods, scorers
+from .methods import AnswerSettings, ApgSettings, CnpSettings, DnpSettings
+from .names import JUDGE_CAPTIONER, TOY_MODEL, check_scheduler
+from .scorers import AestheticSettings, HpsSettings, ImageRewardSettings, PickScoreSettings
 from .settings import Strict
 
 
@@ -29,12 +29,14 @@ class ClipSettings(Strict):
     batch_size: int = Field(32, ge=1)
 
 
-# One section per scorer with weights besides CLIP (whose settings stay in `clip:`), from the registry:
-# `scorers: {pickscore: {model: ..., processor: ...}, hps: {...}, ...}`; defaults: the published weights.
-ScorersSettings = create_model(
-    "ScorersSettings", __base__=Strict, __module__=__name__,
-    **{name: (model, model()) for name, model in scorers.SETTINGS.items()},
-)
+class ScorersSettings(Strict):
+    """One section per scorer with weights besides CLIP (whose settings stay in `clip:`), as in the
+    registry (dnp_batch.scorers.SETTINGS; a test checks they agree); defaults: the published weights."""
+
+    pickscore: PickScoreSettings = PickScoreSettings()
+    hps: HpsSettings = HpsSettings()
+    imagereward: ImageRewardSettings = ImageRewardSettings()
+    aesthetic: AestheticSettings = AestheticSettings()
 
 
 def _known_scores(names: list[str] | None) -> list[str] | None:
@@ -104,11 +106,12 @@ class OutputSettings(Strict):
 TOY_DEFAULTS = {"method": "answer", "guidance_scale": 3.0, "steps": 20, "answer": {"negative_scale": 1.0}}
 
 
-class _JobSettings(Strict):
+class JobConfig(Strict):
     """Built-in defaults: the trained toy-world model of this repository (no downloads), whose exact
     judge also captions (auto-DNP, CNP) and scores, with the settings the toy-world study chose by
     its pre-declared rule (TOY_DEFAULTS); on other models, docs/METHODS.md's hyperparameters. Each
-    method's own section (`answer`, `dnp`, `cnp`, ...) comes from `dnp_batch.methods`."""
+    method with knobs has its section, its settings model from its file in `dnp_batch.methods`
+    (a test checks these fields match the method registry's sections)."""
 
     model: str = TOY_MODEL  # hub id, local diffusers dir, toy-shapes, or tiny-sdxl / tiny-sd
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
@@ -117,10 +120,10 @@ class _JobSettings(Strict):
     vae: str | None = None  # a replacement VAE (hub id or dir), e.g. madebyollin/sdxl-vae-fp16-fix: fp16 decode
     compile_unet: bool = False  # torch.compile the UNet in place (~1.1x images/s, SDXL on an H200: bench/gpu.py)
     method: Literal[methods.METHODS] = "answer"
-    guidance_scale: float = api.DEFAULT_GUIDANCE_SCALE
+    guidance_scale: float = methods.DEFAULT_GUIDANCE_SCALE
     dns_guidance_scale: float | None = None  # None = guidance_scale (docs/METHODS.md: w_dns = w)
     guidance_rescale: float = Field(0.0, ge=0.0, le=1.0)
-    steps: int = Field(api.DEFAULT_STEPS, ge=1)
+    steps: int = Field(methods.DEFAULT_STEPS, ge=1)
     height: int | None = None  # None = the model's native size
     width: int | None = None
     seeds: PositiveInt | list[NonNegativeInt] = 1  # N: seeds 0..N-1; a list: those seeds (rows' own win)
@@ -135,6 +138,11 @@ class _JobSettings(Strict):
     scorers: ScorersSettings = ScorersSettings()  # the other scorers' weights (hub ids, local dirs, tiny-*)
     output: OutputSettings = OutputSettings()
     stages: StagesSettings = StagesSettings()
+    # the methods' sections (methods.sections()): `answer:`, `dnp:` (auto-DNP), `cnp:`, `apg:`
+    answer: AnswerSettings = AnswerSettings()
+    dnp: DnpSettings = DnpSettings()
+    cnp: CnpSettings = CnpSettings()
+    apg: ApgSettings = ApgSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -178,13 +186,6 @@ class _JobSettings(Strict):
     def scorer_settings(self, name: str):
         """The settings the registry loads scorer `name` with (`clip:` for clip, else `scorers.NAME`)."""
         return self.clip if name == "clip" else getattr(self.scorers, name, None)
-
-
-JobConfig = create_model(
-    "JobConfig", __base__=_JobSettings, __module__=__name__,
-    **{section: (model, model()) for section, model in methods.sections().items()},
-)
-JobConfig.__doc__ = _JobSettings.__doc__
 
 
 def parse_override(text: str) -> tuple[list[str], object]:

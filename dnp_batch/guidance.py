@@ -5,12 +5,7 @@ Imports only torch, so a reader can check every line against docs/METHODS.md.
 
 from __future__ import annotations
 
-import math
-
 import torch
-
-NORMALIZE_MODES = ("global", "channel", "none")
-K_SHAPES = ("constant", "linear")
 
 
 def cfg(eps_null: torch.Tensor, eps_p: torch.Tensor, w: float) -> torch.Tensor:
@@ -91,7 +86,7 @@ def _stat_dims(x: torch.Tensor, mode: str) -> list[int]:
         return list(range(1, x.ndim))
     if mode == "channel":
         return list(range(2, x.ndim))
-    raise ValueError(f"answer.normalize must be one of {NORMALIZE_MODES}, got {mode!r}")
+    raise ValueError(f"answer.normalize must be one of ('global', 'channel', 'none'), got {mode!r}")
 
 
 def normalize(x: torch.Tensor, reference: torch.Tensor, mode: str = "global") -> torch.Tensor:
@@ -102,27 +97,3 @@ def normalize(x: torch.Tensor, reference: torch.Tensor, mode: str = "global") ->
     mu_x, sd_x = x.mean(dim=dims, keepdim=True), x.std(dim=dims, keepdim=True)
     mu_r, sd_r = reference.mean(dim=dims, keepdim=True), reference.std(dim=dims, keepdim=True)
     return (x - mu_x) / sd_x * sd_r + mu_r
-
-
-def k_schedule(i: int, num_steps: int, k: int = 2, until: float = 0.5, shape: str = "constant") -> int:
-    """§ANSWER K schedule: K_i for step i of T, clamped so that i + K_i <= T - 1.
-
-    Active steps are those with i < until·T. `constant` gives k on each; `linear` goes from k at
-    the first step down to 1 at the last active one (rounded half up).
-    """
-    if shape not in K_SHAPES:
-        raise ValueError(f"answer.shape must be one of {K_SHAPES}, got {shape!r}")
-    n_active = min(num_steps, math.ceil(until * num_steps))
-    if k <= 0 or i >= n_active:
-        return 0
-    if shape == "linear" and n_active > 1:
-        value = math.floor(k + (1 - k) * i / (n_active - 1) + 0.5)
-    else:
-        value = k
-    return max(0, min(value, num_steps - 1 - i))
-
-
-def answer_nfe(num_steps: int, ks: list[int], negative_eps: str = "dns_guided") -> int:
-    """§ANSWER NFE: 2T + 2·ΣK_i; `uncond`/`cond` need one branch, not two, at the chain's end."""
-    single_branch_ends = sum(1 for k in ks if k > 0) if negative_eps in ("uncond", "cond") else 0
-    return 2 * num_steps + 2 * sum(ks) - single_branch_ends

@@ -11,41 +11,21 @@ import diffusers
 import torch
 from diffusers import (
     AutoencoderKL,
-    DDIMScheduler,
-    DDPMScheduler,
     DiffusionPipeline,
-    DPMSolverMultistepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    PNDMScheduler,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
-    UniPCMultistepScheduler,
 )
 from packaging.version import Version
 
 from . import families
+from .names import SCHEDULER_CLASSES, check_scheduler
 from .runtime import quiet_progress_bars, resolve_dtype
 
-# Short names -> scheduler classes; each is built with `from_config(pipe.scheduler.config)`.
-SCHEDULERS = {
-    "ddim": DDIMScheduler,
-    "euler": EulerDiscreteScheduler,
-    "euler_a": EulerAncestralDiscreteScheduler,
-    "dpmpp_2m": DPMSolverMultistepScheduler,  # algorithm_type="dpmsolver++" is its default
-    "ddpm": DDPMScheduler,
-    "pndm": PNDMScheduler,
-    "unipc": UniPCMultistepScheduler,
-}
+# Short names (names.SCHEDULER_CLASSES) -> scheduler classes.
+SCHEDULERS = {name: getattr(diffusers, cls) for name, cls in SCHEDULER_CLASSES.items()}
 
 # diffusers 0.42 takes `dtype` and warns on `torch_dtype`; older releases only know `torch_dtype`.
 _DTYPE_KWARG = "dtype" if Version(diffusers.__version__).release >= (0, 42) else "torch_dtype"
-
-def check_scheduler(name: str | None) -> str | None:
-    """`name` if it is a scheduler of `SCHEDULERS` (or None: the model's own), else a ValueError."""
-    if name is not None and name not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {name!r}; known: {', '.join(SCHEDULERS)}")
-    return name
 
 
 def set_scheduler(pipe: DiffusionPipeline, name: str) -> DiffusionPipeline:

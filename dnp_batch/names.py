@@ -5,7 +5,8 @@
 - `toy-shapes`: the toy-world model trained on CPU and committed in models/toy-shapes
 - `toyworld-judge`: the toy world's exact judge, used as a captioner
 
-Loaders take what `resolve_model` returns; records keep the name as configured.
+Loaders take what `resolve_model` returns; records keep the name as configured. Also the scheduler
+short names a config may give (`SCHEDULER_CLASSES`: name -> diffusers class, which `models` loads).
 """
 
 from __future__ import annotations
@@ -18,6 +19,25 @@ TINY_MODELS = {"tiny-sdxl": "sdxl", "tiny-sd": "sd", "tiny-blip2": "blip2", "tin
 TOY_MODEL = "toy-shapes"  # the trained toy-world model committed in models/toy-shapes
 TOY_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / TOY_MODEL
 JUDGE_CAPTIONER = "toyworld-judge"  # the toy world's exact judge as a captioner (toyworld.judge.JudgeCaptioner)
+
+
+# Scheduler short names -> diffusers classes, each built with `from_config(pipe.scheduler.config)`.
+SCHEDULER_CLASSES = {
+    "ddim": "DDIMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "dpmpp_2m": "DPMSolverMultistepScheduler",  # algorithm_type="dpmsolver++" is its default
+    "ddpm": "DDPMScheduler",
+    "pndm": "PNDMScheduler",
+    "unipc": "UniPCMultistepScheduler",
+}
+
+
+def check_scheduler(name: str | None) -> str | None:
+    """`name` if it is a scheduler short name (or None: the model's own), else a ValueError."""
+    if name is not None and name not in SCHEDULER_CLASSES:
+        raise ValueError(f"unknown scheduler {name!r}; known: {', '.join(SCHEDULER_CLASSES)}")
+    return name
 
 
 def resolve_model(name: str) -> str:

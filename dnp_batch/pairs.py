@@ -44,7 +44,6 @@ from PIL import Image, UnidentifiedImageError
 
 from .fileio import TMP, WholeFiles, resolve
 from .runs import IMAGE_EXTS, SWEEP, Run, basename, is_sweep, sweep_points
-from .scoring import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED
 from .sink import encode_image, record_json
 
 PAIRS_PARQUET = "pairs.parquet"
@@ -102,9 +101,14 @@ class ClipRecomputeScorer:
 
     name = "clip-recompute"
 
-    def __init__(self, model: str = DEFAULT_CLIP_MODEL, pretrained: str | None = DEFAULT_CLIP_PRETRAINED,
-                 device: str = "cpu", batch_size: int = 32):
-        from .scorers import ClipScore
+    def __init__(self, model: str | None = None, pretrained: str | None = None, device: str = "cpu",
+                 batch_size: int = 32):
+        """`model` None: dnp_batch.scoring's default CLIP (ViT-H-14, laion2b_s32b_b79k)."""
+        from .scorer_models import ClipScore  # here: --help and stored scores load no torch
+        from .scoring import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED
+
+        if model is None:
+            model, pretrained = DEFAULT_CLIP_MODEL, pretrained or DEFAULT_CLIP_PRETRAINED
 
         self.settings = {"model": model, "pretrained": pretrained}
         self.clip = ClipScore(model, pretrained, device=device, batch_size=batch_size)

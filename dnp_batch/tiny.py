@@ -406,7 +406,7 @@ def build_tiny_aesthetic(out: Path) -> None:
 
 
 # Original BLIP ViT names (timm layout) of transformers' BlipVisionModel keys: the inverse of
-# dnp_batch.scorers.imagereward_key, so the tiny checkpoint is laid out as ImageReward.pt is.
+# dnp_batch.scorer_models.imagereward_key, so the tiny checkpoint is laid out as ImageReward.pt is.
 _BLIP_VIT_NAMES = [
     (r"^embeddings\.class_embedding$", "cls_token"), (r"^embeddings\.position_embedding$", "pos_embed"),
     (r"^embeddings\.patch_embedding\.", "patch_embed.proj."), (r"^post_layernorm\.", "norm."),

@@ -21,10 +21,10 @@ import sys
 from dnp_batch import methods
 from dnp_batch.cli import ArgumentParser
 from dnp_batch.config import load_config
-from dnp_batch.dag import run_ray
-from dnp_batch.job import run, run_local
 from dnp_batch.prompts import PromptSet, expand_samples, folded_note, parse_seeds, read_negatives, read_prompts
-from dnp_batch.sink import ShardSink
+
+# torch, diffusers and Ray load in main(), once the arguments, the config and the prompts are read:
+# --help and every error that needs no model answer at once (bench/cli_latency.py measures it).
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -63,9 +63,16 @@ def main(argv=None) -> int:
             print(note, file=sys.stderr)
         if args.negatives:
             samples = read_negatives(args.negatives, samples)
-        distributor = run_ray if args.distributor == "ray" else run_local
+        from dnp_batch.job import run, run_local
+
+        if args.distributor == "ray":
+            from dnp_batch.dag import run_ray as distributor
+        else:
+            distributor = run_local
         summary = run(cfg, samples, args.out, distributor, resume=args.resume, overwrite=args.overwrite)
         if methods.get(cfg.method).writes_negatives_file:
+            from dnp_batch.sink import ShardSink
+
             rows = [{"id": s.key, "prompt": s.prompt, "negative_prompt": ""} for s in samples]
             ShardSink(args.out).put("negatives.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
             print(f"human DNP phase one: write a negative prompt for each DNS image into "

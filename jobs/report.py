@@ -13,7 +13,6 @@ import argparse
 import sys
 
 from dnp_batch.cli import ArgumentParser
-from dnp_batch.report import write_report
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -28,6 +27,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        from dnp_batch.report import write_report  # here: pandas, scipy and matplotlib load after --help
+
         index = write_report(args.out, args.report_dir, args.score)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

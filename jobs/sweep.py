@@ -14,13 +14,13 @@ import argparse
 import sys
 
 from dnp_batch.cli import ArgumentParser
-from dnp_batch.dag import run_ray
-from dnp_batch.job import Point, run_local, run_points
 from dnp_batch.prompts import PromptSet, folded_note
-from dnp_batch.report import write_report
 from dnp_batch.runs import SWEEP, write_sweep
 from dnp_batch.sink import ShardSink
 from dnp_batch.sweep import load_sweep
+
+# torch, diffusers and Ray load in main(), once the sweep and the prompts are read: --help and
+# every error that needs no model answer at once (bench/cli_latency.py measures it).
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,17 +43,24 @@ def main(argv=None) -> int:
         if note := folded_note(samples):
             print(note, file=sys.stderr)
         out = args.out.rstrip("/")
+        from dnp_batch.job import Point, run_local, run_points
+
         points = [Point(n, cfg, f"{out}/points/{n}") for n, cfg, _ in specs]
         sink = ShardSink(out)
         if sink.has_foreign_files(allowed={SWEEP, "points", "report", "summary.parquet", "summary.csv",
                                            "comparison.parquet", "comparison.csv"}):
             raise ValueError(f"--out {args.out} is not empty and holds no dnp_batch sweep; choose an empty --out")
-        distributor = run_ray if args.distributor == "ray" else run_local
+        if args.distributor == "ray":
+            from dnp_batch.dag import run_ray as distributor
+        else:
+            distributor = run_local
         run_points(points, samples, distributor, resume=args.resume, overwrite=args.overwrite)
         write_sweep(out, name, [{"name": n, "overrides": o, "dir": f"points/{n}"} for n, _, o in specs], baseline)
         for point in points:
             print(f"{point.name}: {point.summary.line(point.cfg.method)}; {point.summary.time_line()}")
         if {"file", "local"} & sink.protocols:
+            from dnp_batch.report import write_report
+
             print(f"report: {write_report(sink.root)}")
         else:
             print(f"report: copy {args.out} locally and run python jobs/report.py on it", file=sys.stderr)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dnp_batch import AnswerSettings, families, generate, guidance, sampler
-from dnp_batch.methods.answer import negative_from_x0
+from dnp_batch.methods.answer import answer_nfe, negative_from_x0
 from dnp_batch.models import set_scheduler
 
 SIZE = 64
@@ -266,7 +266,7 @@ def test_x0_negative_runs_with_the_nfe_of_dns_guided(tiny_sd, scheduler):
     set_scheduler(tiny_sd, scheduler)
     answer = AnswerSettings(negative_eps="x0", normalize="none")
     out = run(tiny_sd, method=answer)
-    assert out.records[0]["nfe"] == guidance.answer_nfe(6, answer.schedule(6), "x0") == 6 * 2 + 2 * 2 * 3
+    assert out.records[0]["nfe"] == answer_nfe(6, answer.schedule(6), "x0") == 6 * 2 + 2 * 2 * 3
     assert torch.isfinite(out.images).all()
     assert not torch.allclose(out.images, run(tiny_sd, method=AnswerSettings(normalize="none")).images)
 

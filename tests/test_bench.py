@@ -46,7 +46,7 @@ def test_pipeline_bench_prints_throughput_and_memory_ratios(ray_env):
 
 def test_method_cost_bench_prints_the_nfe_ratio_and_no_reload_per_shard():
     """bench/method_cost.py: ANSWER's NFE ratio to CFG by the formula, model loads not per shard."""
-    from dnp_batch.guidance import answer_nfe, k_schedule
+    from dnp_batch.methods.answer import answer_nfe, k_schedule
 
     proc = subprocess.run([sys.executable, "bench/method_cost.py", "--batch-sizes", "2", "--steps", "4",
                            "--repeats", "1", "--shards", "3"], cwd=REPO, capture_output=True, text=True, timeout=600)

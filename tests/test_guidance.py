@@ -5,6 +5,7 @@ import torch
 from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import rescale_noise_cfg as diffusers_rescale
 
 from dnp_batch import guidance
+from dnp_batch.methods.answer import answer_nfe, k_schedule
 
 
 def test_cfg_np_dns_formulas_on_scalars():
@@ -57,33 +58,33 @@ def test_normalize_global_and_channel_differ_and_none_is_identity():
 
 
 def test_k_schedule_default_constant():
-    ks = [guidance.k_schedule(i, 30) for i in range(30)]
+    ks = [k_schedule(i, 30) for i in range(30)]
     assert ks == [2] * 15 + [0] * 15  # DNS only while t > T/2
-    assert guidance.answer_nfe(30, ks) == 120  # docs/METHODS.md: 60 + 2·2·15
+    assert answer_nfe(30, ks) == 120  # docs/METHODS.md: 60 + 2·2·15
 
 
 def test_k_schedule_linear_goes_from_k_to_one():
-    ks = [guidance.k_schedule(i, 20, k=4, until=0.5, shape="linear") for i in range(20)]
+    ks = [k_schedule(i, 20, k=4, until=0.5, shape="linear") for i in range(20)]
     assert ks[0] == 4 and ks[9] == 1 and ks[10:] == [0] * 10
     assert all(a >= b for a, b in zip(ks, ks[1:]))
 
 
 def test_k_schedule_clamps_to_the_last_step():
     T = 6
-    ks = [guidance.k_schedule(i, T, k=3, until=1.0) for i in range(T)]
+    ks = [k_schedule(i, T, k=3, until=1.0) for i in range(T)]
     assert ks == [3, 3, 3, 2, 1, 0]
     assert all(i + k <= T - 1 for i, k in enumerate(ks))
 
 
 def test_k_schedule_edges():
-    assert [guidance.k_schedule(i, 10, k=0) for i in range(10)] == [0] * 10
-    assert [guidance.k_schedule(i, 10, until=0.0) for i in range(10)] == [0] * 10
-    assert [guidance.k_schedule(i, 1, k=2, until=1.0) for i in range(1)] == [0]
+    assert [k_schedule(i, 10, k=0) for i in range(10)] == [0] * 10
+    assert [k_schedule(i, 10, until=0.0) for i in range(10)] == [0] * 10
+    assert [k_schedule(i, 1, k=2, until=1.0) for i in range(1)] == [0]
     with pytest.raises(ValueError, match="answer.shape"):
-        guidance.k_schedule(0, 10, shape="cosine")
+        k_schedule(0, 10, shape="cosine")
 
 
 def test_answer_nfe_single_branch_modes():
     ks = [2, 2, 0]
-    assert guidance.answer_nfe(3, ks, "dns_guided") == 6 + 8
-    assert guidance.answer_nfe(3, ks, "uncond") == 6 + 8 - 2
+    assert answer_nfe(3, ks, "dns_guided") == 6 + 8
+    assert answer_nfe(3, ks, "uncond") == 6 + 8 - 2

@@ -2,6 +2,8 @@
 
 import ast
 import graphlib
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dnp_batch"
@@ -32,6 +34,17 @@ def imports() -> dict[str, set[str]]:
                     deps.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
         graph[name] = {d for d in deps if d in modules and d != name}
     return graph
+
+
+def test_reading_a_config_or_a_sweep_loads_no_torch_diffusers_or_ray():
+    """The config, the method and scorer registries and the sweep reader import none of the heavy
+    libraries (they load where a model runs), so --help and bad-input errors answer at once."""
+    code = ("import sys; from dnp_batch.sweep import load_sweep; from dnp_batch.config import load_config; "
+            "import dnp_batch.scorers, dnp_batch.methods; load_config(); load_sweep('configs/sweeps/answer-paper.yaml'); "
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'open_clip', 'ray') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
 
 
 def test_the_walk_sees_the_imports():

@@ -24,6 +24,19 @@ def test_one_list_of_methods_everywhere():
         methods.get("cgf")
 
 
+def test_the_static_config_declares_every_registered_section():
+    """JobConfig is written field by field (a reader and a type checker see `cfg.answer`); it must
+    hold exactly the method registry's sections, and the scorer registry's settings, with their models."""
+    from dnp_batch import scorers
+    from dnp_batch.config import ScorersSettings
+
+    fields = JobConfig.model_fields
+    assert {name: fields[name].annotation for name in methods.sections() if name in fields} == methods.sections()
+    models = set(methods.sections().values())
+    assert sorted(name for name, f in fields.items() if f.annotation in models) == sorted(methods.sections())
+    assert {name: f.annotation for name, f in ScorersSettings.model_fields.items()} == scorers.SETTINGS
+
+
 @pytest.mark.parametrize("name", methods.METHODS)
 def test_nfe_formula_matches_the_measured_count(tiny_sd, name):
     m = methods.get(name)

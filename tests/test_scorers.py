@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import BlipTextModel, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-from dnp_batch import scorers
-from dnp_batch.scorers import (IMAGEREWARD_MEAN, IMAGEREWARD_STD, imagereward_text_config, imagereward_tokenizer,
-                               load_scorer)
+from dnp_batch import scorer_models, scorers
+from dnp_batch.scorer_models import (IMAGEREWARD_MEAN, IMAGEREWARD_STD, imagereward_text_config,
+                                     imagereward_tokenizer)
+from dnp_batch.scorers import load_scorer
 from dnp_batch.tiny import build_tiny
 from dnp_batch.toyworld.data import dataset
 from dnp_batch.toyworld.judge import judge
@@ -144,7 +145,7 @@ def test_imagereward_keys_all_map_and_load_strictly(twins):
     state = torch.load(twins["imagereward"] / "ImageReward.pt", weights_only=True)
     parts = {}
     for key in state:
-        where = scorers.imagereward_key(key)
+        where = scorer_models.imagereward_key(key)
         assert where is not None, key
         parts.setdefault(where[0], set()).add(where[1])
     scorer = load_scorer("imagereward", {"model": str(twins["imagereward"])})

@@ -26,7 +26,8 @@ import pkgutil
 from ..settings import Strict
 from .answer import AnswerSettings
 from .apg import ApgSettings
-from .base import Call, Chunk, Method, blank_to_none, captioner_record, clean_captions, fresh_seed
+from .base import (DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, Call, Chunk, Method, blank_to_none, captioner_record,
+                   clean_captions, fresh_seed)
 from .cnp import CnpSettings
 from .dnp import DnpSettings
 
@@ -83,6 +84,6 @@ def setting_axes() -> list[str]:
     return [f"{section}.{name}" for section, model in sections().items() for name in model.model_fields]
 
 
-__all__ = ["METHODS", "REGISTRY", "AnswerSettings", "ApgSettings", "CnpSettings", "DnpSettings", "Method", "Call",
+__all__ = ["DEFAULT_GUIDANCE_SCALE", "DEFAULT_STEPS", "METHODS", "REGISTRY", "AnswerSettings", "ApgSettings", "CnpSettings", "DnpSettings", "Method", "Call",
            "Chunk", "blank_to_none", "captioner_record", "clean_captions", "fresh_seed", "get", "resolve", "sections",
            "setting_axes"]

@@ -3,18 +3,47 @@ replaces CFG's ∅ branch; its knobs, the `x0` conversion, the strategy and the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from diffusers import EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
 from pydantic import field_validator
 
-from .. import guidance, sampler
 from ..settings import Strict, check_choice
 from .base import Method
 
+if TYPE_CHECKING:
+    import torch
 
+# torch, diffusers and the guidance math are imported where they run, so that reading a config
+# (which validates these settings) loads neither.
 NEGATIVE_EPS_MODES = ("dns_guided", "uncond", "cond", "x0")
+NORMALIZE_MODES = ("global", "channel", "none")
+K_SHAPES = ("constant", "linear")
+
+
+def k_schedule(i: int, num_steps: int, k: int = 2, until: float = 0.5, shape: str = "constant") -> int:
+    """§ANSWER K schedule: K_i for step i of T, clamped so that i + K_i <= T - 1.
+
+    Active steps are those with i < until·T. `constant` gives k on each; `linear` goes from k at
+    the first step down to 1 at the last active one (rounded half up).
+    """
+    if shape not in K_SHAPES:
+        raise ValueError(f"answer.shape must be one of {K_SHAPES}, got {shape!r}")
+    n_active = min(num_steps, math.ceil(until * num_steps))
+    if k <= 0 or i >= n_active:
+        return 0
+    if shape == "linear" and n_active > 1:
+        value = math.floor(k + (1 - k) * i / (n_active - 1) + 0.5)
+    else:
+        value = k
+    return max(0, min(value, num_steps - 1 - i))
+
+
+def answer_nfe(num_steps: int, ks: list[int], negative_eps: str = "dns_guided") -> int:
+    """§ANSWER NFE: 2T + 2·ΣK_i; `uncond`/`cond` need one branch, not two, at the chain's end."""
+    single_branch_ends = sum(1 for k in ks if k > 0) if negative_eps in ("uncond", "cond") else 0
+    return 2 * num_steps + 2 * sum(ks) - single_branch_ends
 
 
 class AnswerSettings(Strict):
@@ -44,12 +73,12 @@ class AnswerSettings(Strict):
     @field_validator("shape", mode="before")
     @classmethod
     def _shape(cls, v):
-        return check_choice("answer.shape", v, guidance.K_SHAPES)
+        return check_choice("answer.shape", v, K_SHAPES)
 
     @field_validator("normalize", mode="before")
     @classmethod
     def _normalize(cls, v):
-        return check_choice("answer.normalize", v, guidance.NORMALIZE_MODES)
+        return check_choice("answer.normalize", v, NORMALIZE_MODES)
 
     @field_validator("negative_eps", mode="before")
     @classmethod
@@ -67,17 +96,16 @@ class AnswerSettings(Strict):
         """K_i per step; all 0 when λ = 0 (the push is off, so no mini-chain runs)."""
         if self.negative_scale == 0:
             return [0] * num_steps
-        return [guidance.k_schedule(i, num_steps, self.k, self.until, self.shape) for i in range(num_steps)]
-
-
-SIGMA_SCHEDULERS = (EulerDiscreteScheduler, EulerAncestralDiscreteScheduler)  # z = x0 + sigma·eps, scaled input
+        return [k_schedule(i, num_steps, self.k, self.until, self.shape) for i in range(num_steps)]
 
 
 def vp_coefficients(scheduler, step_index: int) -> tuple[float, float, float]:
     """(alpha, sigma, c) at step `step_index` of the scheduler's timesteps, such that `c·z` is a VP
     latent alpha·x0 + sigma·eps: from `alphas_cumprod` (DDIM, DDPM, DPM-Solver++, UniPC, PNDM), or
     from the Euler schedulers' sigma s (alpha = c = 1/sqrt(s² + 1), sigma = s·alpha)."""
-    if isinstance(scheduler, SIGMA_SCHEDULERS):
+    from diffusers import EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
+
+    if isinstance(scheduler, (EulerDiscreteScheduler, EulerAncestralDiscreteScheduler)):  # z = x0 + sigma·eps
         s = float(scheduler.sigmas[step_index])
         alpha = 1.0 / (s * s + 1.0) ** 0.5
         return alpha, s * alpha, alpha
@@ -91,6 +119,8 @@ def negative_from_x0(scheduler, pred: torch.Tensor, z_end: torch.Tensor, end: in
                      start: int) -> torch.Tensor:
     """§ANSWER `x0`: a prediction at (z_end, step `end`) -> its clean image -> the prediction that
     explains z at step `start` with that clean image (the scheduler's prediction type)."""
+    from .. import guidance
+
     kind = scheduler.config.prediction_type
     alpha_e, sigma_e, c_e = vp_coefficients(scheduler, end)
     alpha_i, sigma_i, c_i = vp_coefficients(scheduler, start)
@@ -102,13 +132,15 @@ def negative_from_x0(scheduler, pred: torch.Tensor, z_end: torch.Tensor, end: in
 class AnswerStrategy:
     guidance_scale: float
     dns_guidance_scale: float
-    ks: list[int]  # K_i for every chunk, from guidance.k_schedule
+    ks: list[int]  # K_i for every chunk, from k_schedule
     normalize: str = "global"
     negative_eps: str = "dns_guided"
     guidance_rescale: float = 0.0
     negative_scale: float | None = None  # λ; None: the paper's form (§ANSWER step 3)
 
     def __call__(self, denoise, scheduler, i, t, z, batch):
+        from .. import guidance, sampler
+
         eps_null, eps_p = denoise(scheduler, z, t, [batch.null, batch.pos])
         k = self.ks[i]
         eps_neg = eps_null if k == 0 else self.negative(denoise, scheduler, i, z, eps_null, eps_p, k, batch)
@@ -117,6 +149,8 @@ class AnswerStrategy:
 
     def negative(self, denoise, scheduler, i, z, eps_null, eps_p, k, batch):
         """§ANSWER step 2: a K-step DNS mini-chain (its first step reuses the main pair), then Normalize."""
+        from .. import guidance, sampler
+
         z_neg, chain = sampler.dns_chain(denoise, scheduler, i, z, batch, self.dns_guidance_scale, k, (eps_null, eps_p))
         t_end = scheduler.timesteps[i + k]
         if self.negative_eps in ("dns_guided", "x0"):
@@ -146,7 +180,7 @@ class Answer(Method):
 
     def nfe(self, steps, settings=None):
         answer = settings or AnswerSettings()
-        return guidance.answer_nfe(steps, answer.schedule(steps), answer.negative_eps)
+        return answer_nfe(steps, answer.schedule(steps), answer.negative_eps)
 
     def strategy(self, call):
         answer: AnswerSettings = call.setting()

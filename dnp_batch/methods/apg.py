@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
 from pydantic import field_validator
 
-from .. import guidance, sampler
 from ..settings import Strict
 from .base import Method
+
+if TYPE_CHECKING:
+    import torch
 
 
 class ApgSettings(Strict):
@@ -47,6 +49,8 @@ class ApgStrategy:
     running: torch.Tensor | float = 0.0
 
     def __call__(self, denoise, scheduler, i, t, z, batch):
+        from .. import guidance, sampler  # here, not at the top: reading a config loads no torch
+
         eps_null, eps_p = denoise(scheduler, z, t, [batch.null, batch.pos])
         if i == 0:
             self.running = 0.0

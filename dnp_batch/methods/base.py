@@ -4,13 +4,23 @@ sampled (`Chunk`), the `Method` base class, and the helpers the DNP methods shar
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
-import torch
 
-from .. import families, sampler
 from ..settings import Strict
+
+if TYPE_CHECKING:
+    import torch
+
+    from .. import sampler
+
+# torch, the sampler and the families (diffusers) are imported in the functions that run them, so
+# that reading a config, which needs the methods' names and settings, loads none of them.
+
+# docs/METHODS.md §Default hyperparameters
+DEFAULT_GUIDANCE_SCALE = 7.0
+DEFAULT_STEPS = 30
 
 
 def fresh_seed(seed: int) -> int:
@@ -81,6 +91,10 @@ class Call:
 
     def chain(self, denoise, strategy, pos, null, neg, seeds, callback=None) -> torch.Tensor:
         """One full chain from z_T (drawn from the seeds) to z_0."""
+        import torch
+
+        from .. import families, sampler
+
         scheduler = self.pipe.scheduler
         scheduler.set_timesteps(self.steps, device=self.pipe._execution_device)
         if len(scheduler.timesteps) != self.steps:
@@ -97,6 +111,8 @@ class Call:
 
     def describe(self, z_dns: torch.Tensor, null) -> tuple[list, list[str], sampler.Cond]:
         """DNS latents -> (images, captions, negative condition): §DNP steps 1-2."""
+        from .. import families
+
         images = families.decode(self.pipe, z_dns, "pil")
         captions = self.caption(images)
         neg = families.negative_cond(self.pipe, [c or None for c in captions], null, self.height, self.width)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
 from pydantic import field_validator
 
-from .. import guidance, sampler
-from ..sampler import Cond
 from ..settings import Strict
 from .base import Method, captioner_record
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..sampler import Cond
 
 
 class CnpSettings(Strict):
@@ -40,6 +42,8 @@ class CnpStrategy:
     neg: Cond | None = None
 
     def __call__(self, denoise, scheduler, i, t, z, batch):
+        from .. import guidance, sampler  # here, not at the top: reading a config loads no torch
+
         if i % self.every == 0:
             remaining = len(scheduler.timesteps) - i
             z_dns, _ = sampler.dns_chain(denoise, scheduler, i, z, batch, self.dns_guidance_scale, remaining)

@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
 from pydantic import field_validator
 
-from .. import families
 from ..settings import Strict
 from .base import Call, Chunk, Method, blank_to_none, captioner_record, fresh_seed
 from .dns import DnsStrategy
 from .np import NegativePrompt, NpStrategy
+
+if TYPE_CHECKING:
+    import torch
 
 
 class DnpSettings(Strict):
@@ -65,6 +68,8 @@ class AutoDnp(Method):
 
     def describe(self, call: Call, chunk: Chunk) -> tuple[list, list[str]]:
         """Phase one (§DNP steps 1-2): the DNS chain, decoded and captioned -> (x⁻ images, n*)."""
+        from .. import families  # here, not at the top: reading a config loads no diffusers
+
         strategy = DnsStrategy(call.dns_guidance_scale, call.guidance_rescale)
         z_dns = call.chain(chunk.denoise, strategy, chunk.pos, chunk.null, None, chunk.seeds)
         images = families.decode(call.pipe, z_dns, "pil")
@@ -72,6 +77,8 @@ class AutoDnp(Method):
 
     def from_captions(self, call: Call, chunk: Chunk, captions: list[str]) -> torch.Tensor:
         """Phase two (§DNP step 3): NP with (p, n*) from the same z_T (or a fresh seed)."""
+        from .. import families
+
         np_seeds = self.np_seeds(chunk.seeds, call.setting())
         for extra, caption, s in zip(chunk.extras, captions, np_seeds):
             extra.update(negative_prompt=caption, empty_negative=not caption, np_seed=s, captions=1)

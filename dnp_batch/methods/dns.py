@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import guidance, sampler
 from .base import Method
 
 
@@ -14,6 +13,8 @@ class DnsStrategy:
     guidance_rescale: float = 0.0
 
     def __call__(self, denoise, scheduler, i, t, z, batch):
+        from .. import guidance, sampler  # here, not at the top: reading a config loads no torch
+
         eps_null, eps_p = denoise(scheduler, z, t, [batch.null, batch.pos])
         # The positive branch of DNS is ∅, so a rescale refers to eps_∅.
         return sampler.rescale(guidance.dns(eps_null, eps_p, self.dns_guidance_scale), eps_null, self.guidance_rescale)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import families, guidance, sampler
 from .base import Method
 
 
@@ -14,6 +13,8 @@ class NpStrategy:
     guidance_rescale: float = 0.0
 
     def __call__(self, denoise, scheduler, i, t, z, batch):
+        from .. import guidance, sampler  # here, not at the top: reading a config loads no torch
+
         eps_n, eps_p = denoise(scheduler, z, t, [batch.neg, batch.pos])
         eps = guidance.negative_prompt_guidance(eps_n, eps_p, self.guidance_scale)
         return sampler.rescale(eps, eps_p, self.guidance_rescale)
@@ -30,6 +31,8 @@ class NegativePrompt(Method):
         return list(negatives)
 
     def sample(self, call, chunk):
+        from .. import families
+
         texts = self.texts(chunk.negatives)
         for extra, given, used in zip(chunk.extras, chunk.negatives, texts):
             extra.update(negative_prompt=given, **self.negative_fields(used))

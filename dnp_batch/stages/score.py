@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .. import scorers as score_registry
 from ..config import JobConfig
 from .base import Stage, local_placement
 from .toy import judge_prompt, quality_record, uses_judge
+
+if TYPE_CHECKING:
+    from .. import scorer_models
 
 
 class ScoringStage(Stage):
@@ -21,7 +24,7 @@ class ScoringStage(Stage):
 
     def __init__(self, cfgs: list[JobConfig], where: Callable[[], dict] = local_placement):
         super().__init__(cfgs, where)
-        self._scorers: dict[tuple, score_registry.Scorer] = {}
+        self._scorers: dict[tuple, scorer_models.Scorer] = {}
         for cfg in cfgs:
             for name in cfg.score_names():
                 self.scorer(cfg, name)
@@ -29,7 +32,7 @@ class ScoringStage(Stage):
     def applies(self, cfg):
         return bool(cfg.score_names())
 
-    def scorer(self, cfg, name: str) -> score_registry.Scorer:
+    def scorer(self, cfg, name: str) -> scorer_models.Scorer:
         settings = cfg.scorer_settings(name)
         key = (name, settings, cfg.dtype)
         if key not in self._scorers:
