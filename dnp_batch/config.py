@@ -10,7 +10,8 @@ from pydantic import AfterValidator, Field, NonNegativeInt, PositiveInt, Validat
 
 from . import methods, scorers
 from .methods import AnswerSettings, ApgSettings, CnpSettings, DnpSettings
-from .names import JUDGE_CAPTIONER, TOY_MODEL, check_scheduler
+from . import plugins
+from .names import check_scheduler
 from .scorers import AestheticSettings, HpsSettings, ImageRewardSettings, PickScoreSettings
 from .settings import Strict
 
@@ -99,21 +100,20 @@ class OutputSettings(Strict):
     samples_per_shard: int = Field(100, ge=1)
 
 
-# The toy world's defaults, chosen by bench/fidelity.py's pre-declared rule from its full study
-# (bench/fidelity/verdict.md): the eligible variant with the highest held-out all-correct, ANSWER
-# with λ = 1 at w = 3 (0.487 against CFG's 0.457 at its best w = 2; +0.030 [-0.007, +0.067],
-# McNemar p = 0.15: not a significant win), at the study's 20 steps.
-TOY_DEFAULTS = {"method": "answer", "guidance_scale": 3.0, "steps": 20, "answer": {"negative_scale": 1.0}}
+# The built-in default: the toy world's trained model (its plug-in, dnp_batch/toyworld/plugin.py,
+# gives it the settings its study chose), so the README's first job needs no download.
+DEFAULT_MODEL = "toy-shapes"
 
 
 class JobConfig(Strict):
     """Built-in defaults: the trained toy-world model of this repository (no downloads), whose exact
     judge also captions (auto-DNP, CNP) and scores, with the settings the toy-world study chose by
-    its pre-declared rule (TOY_DEFAULTS); on other models, docs/METHODS.md's hyperparameters. Each
+    its pre-declared rule (a plug-in model's defaults, dnp_batch.plugins); on other models,
+    docs/METHODS.md's hyperparameters. Each
     method with knobs has its section, its settings model from its file in `dnp_batch.methods`
     (a test checks these fields match the method registry's sections)."""
 
-    model: str = TOY_MODEL  # hub id, local diffusers dir, toy-shapes, or tiny-sdxl / tiny-sd
+    model: str = DEFAULT_MODEL  # hub id, local diffusers dir, toy-shapes (a plug-in's name), or tiny-sdxl / tiny-sd
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     device: str = "auto"  # auto = cuda when available, else cpu
     scheduler: Annotated[str | None, AfterValidator(check_scheduler)] = None  # None: the model's own
@@ -131,7 +131,7 @@ class JobConfig(Strict):
     cpu_threads: int = Field(1, ge=1)  # torch threads per stage on CPU: fixed, so bytes don't depend on placement
     captioner: CaptionerSettings = CaptionerSettings()
     clip: ClipSettings = ClipSettings()  # the `clip` scorer's weights
-    judge: bool | None = None  # the toy world's exact judge in every record; None: on for toy-shapes
+    judge: bool | None = None  # the toy world's exact judge in every record; None: as the model's plug-in says
     # The scores every record carries (dnp_batch.scorers: clip, pickscore, hps, imagereward, aesthetic,
     # judge); None: clip (unless clip.model is null) plus the judge where `judge` puts it on.
     scores: Annotated[list[str] | None, AfterValidator(_known_scores)] = None
@@ -146,20 +146,18 @@ class JobConfig(Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _toy_world_defaults(cls, data):
-        """With the toy-shapes model: auto-DNP captions with the exact judge unless a captioner is
-        named, and the settings left unset take the study's (TOY_DEFAULTS)."""
-        if isinstance(data, dict) and data.get("model", TOY_MODEL) == TOY_MODEL:
-            captioner = dict(data.get("captioner") or {})
-            captioner.setdefault("model", JUDGE_CAPTIONER)
-            data = {**data, "captioner": captioner}
-            for key, value in TOY_DEFAULTS.items():
+    def _model_defaults(cls, data):
+        """A plug-in's model (toy-shapes) brings its own defaults: the settings left unset take them
+        (a section key by key)."""
+        named = plugins.model(data.get("model", DEFAULT_MODEL)) if isinstance(data, dict) else None
+        if named is not None:
+            data = dict(data)
+            for key, value in named.defaults.items():
                 if isinstance(value, dict):
                     data[key] = {**value, **dict(data.get(key) or {})}
                 else:
                     data.setdefault(key, value)
         return data
-
 
     @model_validator(mode="after")
     def _scores_agree(self):
@@ -175,7 +173,10 @@ class JobConfig(Strict):
         """The toy world's exact judge runs (records get `judge`, `quality` and the `judge` score)."""
         if self.scores is not None:
             return "judge" in self.scores
-        return self.model == TOY_MODEL if self.judge is None else self.judge
+        if self.judge is not None:
+            return self.judge
+        named = plugins.model(self.model)
+        return named is not None and "judge" in named.scores
 
     def score_names(self) -> list[str]:
         """The scorers every record carries, in order."""

@@ -2,8 +2,8 @@
 
 - `tiny-*`: the tiny random twins of every model, built on first use into the cache by
   `dnp_batch.tiny` (this is the only module that imports it)
-- `toy-shapes`: the toy-world model trained on CPU and committed in models/toy-shapes
-- `toyworld-judge`: the toy world's exact judge, used as a captioner
+- the names the plug-ins add (`dnp_batch.plugins`): the toy world's `toy-shapes`, the model
+  trained on CPU and committed in models/toy-shapes
 
 Loaders take what `resolve_model` returns; records keep the name as configured. Also the scheduler
 short names a config may give (`SCHEDULER_CLASSES`: name -> diffusers class, which `models` loads).
@@ -11,14 +11,11 @@ short names a config may give (`SCHEDULER_CLASSES`: name -> diffusers class, whi
 
 from __future__ import annotations
 
-from pathlib import Path
+from . import plugins
 
 TINY_MODELS = {"tiny-sdxl": "sdxl", "tiny-sd": "sd", "tiny-blip2": "blip2", "tiny-clip": "clip",
                "tiny-pickscore": "pickscore", "tiny-hps": "hps", "tiny-imagereward": "imagereward",
                "tiny-aesthetic": "aesthetic"}
-TOY_MODEL = "toy-shapes"  # the trained toy-world model committed in models/toy-shapes
-TOY_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / TOY_MODEL
-JUDGE_CAPTIONER = "toyworld-judge"  # the toy world's exact judge as a captioner (toyworld.judge.JudgeCaptioner)
 
 
 # Scheduler short names -> diffusers classes, each built with `from_config(pipe.scheduler.config)`.
@@ -41,15 +38,12 @@ def check_scheduler(name: str | None) -> str | None:
 
 
 def resolve_model(name: str) -> str:
-    """A hub id or local dir as given; `tiny-*` names are built on first use into the cache;
-    `toy-shapes` is the trained toy-world model of this repository."""
+    """A hub id or local dir as given; `tiny-*` names are built on first use into the cache; a
+    plug-in's model name (`toy-shapes`) is where the plug-in says."""
     if name in TINY_MODELS:
         from . import tiny  # on use: building a twin imports torch, diffusers, transformers and open_clip
 
         return str(tiny.ensure_tiny(TINY_MODELS[name]))
-    if name == TOY_MODEL:
-        if not (TOY_MODEL_DIR / "model_index.json").is_file():
-            raise ValueError(f"the toy-shapes model is missing from {TOY_MODEL_DIR}; train it with "
-                             f"`python -m dnp_batch.toyworld.train --out {TOY_MODEL_DIR}`")
-        return str(TOY_MODEL_DIR)
+    if (named := plugins.model(name)) is not None:
+        return plugins.load(named.location)()
     return name

@@ -150,8 +150,8 @@ def parse_weights(text: str) -> dict[str, float]:
     for part in [p.strip() for p in text.split(",")]:
         name, sep, value = part.partition("=")
         name = name.strip()
-        if name not in scorers.REGISTRY:
-            known = ", ".join([*sorted(SCORERS), *scorers.NAMES[1:]])
+        if name not in scorers.registry():
+            known = ", ".join([*sorted(SCORERS), *scorers.names()[1:]])
             raise ValueError(f"unknown scorer {name!r} in --scorer {text!r}; known: {known}, or a weighted sum "
                              f"such as pickscore=1,hps=0.5")
         try:

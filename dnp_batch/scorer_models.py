@@ -50,7 +50,7 @@ def quiet_loading():
         transformers_logging.set_verbosity(level)
 
 
-def _check_pairs(images, prompts) -> None:
+def check_pairs(images, prompts) -> None:
     if len(images) != len(prompts):
         raise ValueError(f"got {len(images)} images but {len(prompts)} prompts; they must pair up")
     for i, image in enumerate(images):
@@ -104,7 +104,7 @@ class Scorer:
     model_id = ""
 
     def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float | None]:
-        _check_pairs(images, prompts)
+        check_pairs(images, prompts)
         out: list[float | None] = []
         with torch.no_grad():
             for start in range(0, len(images), self.batch_size):
@@ -324,24 +324,3 @@ class ImageRewardScore(Scorer):
                         encoder_attention_mask=torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device))
         rewards = self.mlp(out.last_hidden_state[:, 0, :].float()).squeeze(-1)
         return ((rewards - IMAGEREWARD_MEAN) / IMAGEREWARD_STD).tolist()
-
-
-class JudgeScore(Scorer):
-    """The toy world's exact judge: 1.0 when every attribute of the prompt is right, else 0.0; None
-    for a prompt outside the toy grammar (dnp_batch.toyworld.judge)."""
-
-    name = "judge"
-    batch_size = 64
-
-    def __init__(self, *_, **__):
-        from .toyworld.judge import JudgeCaptioner
-
-        self.model_id = JudgeCaptioner.model_id
-
-    def score(self, images, prompts):
-        from .toyworld.data import parse_caption
-        from .toyworld.judge import judge
-
-        _check_pairs(images, prompts)
-        verdicts = [None if parse_caption(p) is None else judge(im, p)["all"] for im, p in zip(images, prompts)]
-        return [None if v is None or v != v else float(v) for v in verdicts]  # NaN -> None (JSON)

@@ -27,10 +27,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from pydantic import Field
 
+from . import plugins
 from .names import TINY_MODELS, resolve_model
 from .settings import Strict
 
@@ -106,8 +108,8 @@ def check_location(scorer: str, what: str, text: str, needs: Sequence[str] = ())
 
 @dataclass(frozen=True)
 class ScorerSpec:
-    """A scorer: its name, its class in `dnp_batch.scorer_models` (imported on load, so this table and
-    the settings above are read without torch), what it measures, what a local dir must hold."""
+    """A scorer: its name, its class as "module:Class" (imported on load, so this table and the
+    settings above are read without torch), what it measures, what a local dir must hold."""
 
     name: str
     cls: str
@@ -116,24 +118,35 @@ class ScorerSpec:
     settings: type | None = None
 
 
-REGISTRY: dict[str, ScorerSpec] = {s.name: s for s in [
-    ScorerSpec("clip", "ClipScore", "image-text agreement: torchmetrics' CLIP score, max(100·cos, 0)"),
-    ScorerSpec("pickscore", "PickScore", "human preference (Pick-a-Pic): logit_scale·cos of PickScore's CLIP-H",
-               ("config.json",), PickScoreSettings),
-    ScorerSpec("hps", "HpsScore", "human preference (HPDv2): cos of HPS v2.1's CLIP-H", (), HpsSettings),
-    ScorerSpec("imagereward", "ImageRewardScore", "human preference (ImageRewardDB), standardised",
-               ("med_config.json",), ImageRewardSettings),
-    ScorerSpec("aesthetic", "AestheticScore", "LAION aesthetics, about 1-10; the prompt is not used", (),
-               AestheticSettings),
-    ScorerSpec("judge", "JudgeScore", "toy world: every attribute of the prompt right (1/0)"),
-]}
-NAMES = tuple(REGISTRY)
+_CORE = [
+    ScorerSpec("clip", "dnp_batch.scorer_models:ClipScore",
+               "image-text agreement: torchmetrics' CLIP score, max(100·cos, 0)"),
+    ScorerSpec("pickscore", "dnp_batch.scorer_models:PickScore",
+               "human preference (Pick-a-Pic): logit_scale·cos of PickScore's CLIP-H", ("config.json",),
+               PickScoreSettings),
+    ScorerSpec("hps", "dnp_batch.scorer_models:HpsScore", "human preference (HPDv2): cos of HPS v2.1's CLIP-H", (),
+               HpsSettings),
+    ScorerSpec("imagereward", "dnp_batch.scorer_models:ImageRewardScore",
+               "human preference (ImageRewardDB), standardised", ("med_config.json",), ImageRewardSettings),
+    ScorerSpec("aesthetic", "dnp_batch.scorer_models:AestheticScore",
+               "LAION aesthetics, about 1-10; the prompt is not used", (), AestheticSettings),
+]
+
+
+@cache
+def registry() -> dict[str, ScorerSpec]:
+    """{name: spec} of every scorer: the core's above, then the plug-ins' (the toy world's `judge`)."""
+    return {s.name: s for s in [*_CORE, *plugins.scorer_specs()]}
+
+
+def names() -> tuple[str, ...]:
+    return tuple(registry())
 
 
 def get(name: str) -> ScorerSpec:
-    if name not in REGISTRY:
-        raise ValueError(f"unknown scorer {name!r}; known: {', '.join(NAMES)}")
-    return REGISTRY[name]
+    if name not in registry():
+        raise ValueError(f"unknown scorer {name!r}; known: {', '.join(names())}")
+    return registry()[name]
 
 
 def check_settings(name: str, settings) -> None:
@@ -153,12 +166,11 @@ def check_settings(name: str, settings) -> None:
 def load_scorer(name: str, settings=None, device: str = "cpu", dtype="float32", clip=None):
     """Load scorer `name` (a `scorer_models.Scorer`) with its settings (a settings model or dict; for
     `clip` the job's ClipSettings); a load failure is one ValueError naming the scorer and its weights."""
-    from . import scorer_models
     from .runtime import resolve_dtype
 
     spec = get(name)
     dtype = resolve_dtype(dtype)
-    cls = getattr(scorer_models, spec.cls)
+    cls = plugins.load(spec.cls)
     if name == "clip":
         c = clip or settings
         return cls(c.model, c.pretrained, device=device, dtype=dtype, batch_size=c.batch_size)

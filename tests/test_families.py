@@ -3,7 +3,7 @@
 import pytest
 
 from dnp_batch import families, generate
-from dnp_batch.names import TOY_MODEL_DIR
+from dnp_batch.toyworld.plugin import TOY_MODEL_DIR
 from dnp_batch.models import load_pipeline
 
 

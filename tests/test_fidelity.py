@@ -6,7 +6,7 @@ was two-thirds done: CFG all-correct 0.50, DNS 0.00.)"""
 import torch
 
 from dnp_batch import generate, load_pipeline
-from dnp_batch.names import TOY_MODEL_DIR
+from dnp_batch.toyworld.plugin import TOY_MODEL_DIR
 from dnp_batch.toyworld.data import prompts
 from dnp_batch.toyworld.judge import judge_many
 

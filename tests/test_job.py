@@ -43,7 +43,7 @@ def test_readme_quickstart_command_runs_on_local_ray(tmp_path, ray_env):
         assert sorted(files) == ["json", "png", "txt"]
         record = json.loads(files["json"])
         assert record["id"] == key and record["method"] == "answer" and record["model"] == "toy-shapes"
-        # the toy world's defaults by evidence (config.TOY_DEFAULTS): ANSWER, λ = 1, w = 3, 20 steps
+        # the toy world's defaults by evidence (toyworld/plugin.py TOY_DEFAULTS): ANSWER, λ = 1, w = 3, 20 steps
         assert record["nfe"] == 80 and record["answer"]["k"] == 2 and record["num_inference_steps"] == 20
         assert record["guidance_scale"] == 3.0 and record["answer"]["negative_scale"] == 1.0
         assert record["clip_score"] >= 0 and record["clip_model"] == "tiny-clip"

@@ -47,6 +47,18 @@ def test_reading_a_config_or_a_sweep_loads_no_torch_diffusers_or_ray():
     assert proc.stdout.strip() == "[]"
 
 
+def test_the_core_imports_nothing_from_the_toy_world():
+    """The toy world plugs in through the registries (dnp_batch/toyworld/plugin.py, found by its entry
+    point): no module outside dnp_batch.toyworld imports it, deferred imports included."""
+    graph = imports()
+    leaks = {m: sorted(d for d in deps if d.startswith("dnp_batch.toyworld")) for m, deps in graph.items()
+             if not m.startswith("dnp_batch.toyworld")}
+    assert {m: d for m, d in leaks.items() if d} == {}
+    from dnp_batch import plugins
+
+    assert [p.name for p in plugins.installed()] == ["toyworld"]  # pip install -e . registered it
+
+
 def test_the_walk_sees_the_imports():
     graph = imports()
     assert {"dnp_batch.guidance", "dnp_batch.sampler", "dnp_batch.methods.base"} <= graph["dnp_batch.methods.answer"]

@@ -7,7 +7,7 @@ batches wherever it runs, so a sample's bytes do not depend on cluster shape or 
 - `base`: the row loop, fault isolation (a failing batch retried sample by sample), placement
 - `pipelines`: the per-process model cache and the stages that run a pipeline
 - `generate`: auto-DNP's DNS + caption stage, and the configured method's generation stage
-- `score`: every configured scorer, and the toy world's judge (`toy`)
+- `score`: every configured scorer, and the record fields a scorer adds (the toy judge's verdicts)
 - `write`: encode the images and write the shard (no model, no torch)
 - `checks`: what is refused before any work
 - `plan`: the stage list of a job and the resources each asks for

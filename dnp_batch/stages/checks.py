@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import methods
+from .. import methods, plugins
 from .. import scorers as score_registry
 from ..captioner import check_captioner_source
 from ..config import JobConfig
 from ..models import check_pipeline_source
-from ..names import JUDGE_CAPTIONER, TINY_MODELS, TOY_MODEL, resolve_model
+from ..names import TINY_MODELS, resolve_model
 from ..prompts import PromptSet, Samples
 from ..scoring import check_clip_source
 
@@ -30,12 +30,13 @@ def check_samples(cfg: JobConfig, samples: "Samples | PromptSet") -> None:
 
 def check_sources(cfg: JobConfig) -> None:
     """Cheap checks of every model the stages will load (local dirs, CLIP names), before any work."""
-    check_pipeline_source(resolve_model(cfg.model) if cfg.model == TOY_MODEL else cfg.model)
+    check_pipeline_source(resolve_model(cfg.model) if plugins.model(cfg.model) else cfg.model)
     if cfg.vae is not None and Path(cfg.vae).expanduser().exists() and not (Path(cfg.vae).expanduser() /
                                                                            "config.json").is_file():
         raise ValueError(f"vae {cfg.vae} is not a diffusers AutoencoderKL directory (no config.json); give a hub "
                          "id (e.g. madebyollin/sdxl-vae-fp16-fix) or a VAE folder")
-    if methods.get(cfg.method).needs_captioner and cfg.captioner.model not in (*TINY_MODELS, JUDGE_CAPTIONER):
+    named_captioner = cfg.captioner.model in TINY_MODELS or plugins.captioner(cfg.captioner.model)
+    if methods.get(cfg.method).needs_captioner and not named_captioner:
         check_captioner_source(cfg.captioner.model)
     for name in cfg.score_names():
         if name == "clip":

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import api, methods
+from .. import api, methods, plugins
 from ..captioner import Captioner
 from ..models import SCHEDULERS, library_versions, load_pipeline, model_digest, model_revision
-from ..names import JUDGE_CAPTIONER, resolve_model
-from ..toyworld.judge import JudgeCaptioner
+from ..names import resolve_model
 from .base import Stage
 
 if TYPE_CHECKING:
@@ -90,8 +89,8 @@ class ModelStage(Stage):
 
     def captioner(self, cfg: JobConfig) -> Captioner:
         c = cfg.captioner
-        if c.model == JUDGE_CAPTIONER:
-            return JudgeCaptioner()
+        if (named := plugins.captioner(c.model)) is not None:  # a plug-in's (the toy world's exact judge)
+            return plugins.load(named)()
         if c.model not in self._captioners:
             captioner = Captioner(resolve_model(c.model), dtype=cfg.dtype, device=self.device)
             captioner.model_id = c.model  # records name the model as configured, not its cache path

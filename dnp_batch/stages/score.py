@@ -1,4 +1,5 @@
-"""The scoring stage: every configured score of each image (and DNS image), and the toy judge."""
+"""The scoring stage: every configured score of each image (and DNS image), and the record fields a
+scorer adds (the toy judge's verdicts)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from typing import TYPE_CHECKING, Callable
 from .. import scorers as score_registry
 from ..config import JobConfig
 from .base import Stage, local_placement
-from .toy import judge_prompt, quality_record, uses_judge
 
 if TYPE_CHECKING:
     from .. import scorer_models
@@ -16,9 +16,10 @@ if TYPE_CHECKING:
 class ScoringStage(Stage):
     """Every configured score (`cfg.score_names()`, dnp_batch.scorers) of each image with its prompt,
     and of the DNS image where there is one, under the record's `scores` / `dns_scores` mappings
-    ({name: {"score": x, "model": id}}); `clip_score` and `dns_clip_score` stay as before. In the
-    toy world also the exact judge's per-attribute verdict (`judge`, `dns_judge`) and the image-
-    quality proxy (`quality`). Each scorer is loaded once per actor, at start-up."""
+    ({name: {"score": x, "model": id}}); `clip_score` and `dns_clip_score` stay as before. A scorer
+    with an `annotate` method also writes its own record fields (the toy world's judge: its
+    per-attribute verdict `judge`, `dns_judge` and the image-quality proxy `quality`). Each scorer
+    is loaded once per actor, at start-up."""
 
     name = "score"
 
@@ -43,12 +44,13 @@ class ScoringStage(Stage):
     def process(self, cfg, samples, items):
         for item in items:
             item["record"].setdefault("placement", {})["score"] = self.placement
-        if uses_judge(cfg):
-            for s, item in zip(samples, items):
-                item["record"]["judge"] = judge_prompt(item["image"], s.prompt)
-                item["record"]["quality"] = quality_record(item["image"])
-                if item.get("dns_image") is not None:
-                    item["record"]["dns_judge"] = judge_prompt(item["dns_image"], s.prompt)
+        for name in cfg.score_names():  # a scorer's own record fields first (the toy judge's verdicts)
+            scorer = self.scorer(cfg, name)
+            if hasattr(scorer, "annotate"):
+                for s, item in zip(samples, items):
+                    item["record"].update(scorer.annotate(item["image"], s.prompt))
+                    if item.get("dns_image") is not None:
+                        item["record"].update(scorer.annotate(item["dns_image"], s.prompt, dns=True))
         with_dns = [(s, item) for s, item in zip(samples, items) if item.get("dns_image") is not None]
         for name in cfg.score_names():
             scorer = self.scorer(cfg, name)

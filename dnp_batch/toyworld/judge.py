@@ -29,9 +29,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from ..names import JUDGE_CAPTIONER
 
 from .data import COLOURS, IMAGE_SIZE, PALETTE, SHAPES, Spec, parse_caption, shape_mask, spec_caption
+from .plugin import JUDGE_CAPTIONER
 
 COLOUR_TOL = 110.0  # max RGB distance from a palette colour
 MIN_AREA = 12  # px; smaller components are specks
