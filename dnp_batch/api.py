@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from . import families, methods, sampler
+from . import families, methods
 from .methods import (DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, METHODS, AnswerSettings, ApgSettings, CnpSettings,
                       DnpSettings, fresh_seed)
 from .settings import Strict, check_choice
@@ -113,7 +113,7 @@ def _make_call(pipe, prompts, seeds, *, method, negative_prompts=None, guidance_
 def _chunk(run: methods.Call, prompts, seeds, negatives) -> methods.Chunk:
     pos = families.encode_texts(run.pipe, prompts, run.height, run.width)
     null = families.null_cond(run.pipe, pos, run.height, run.width)
-    return methods.Chunk(prompts, seeds, negatives, pos, null, sampler.Denoiser(run.pipe.unet),
+    return methods.Chunk(prompts, seeds, negatives, pos, null, families.denoiser(run.pipe),
                         [{"negative_prompt": None} for _ in prompts])
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, Field, NonNegativeInt, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, Field, NonNegativeInt, PositiveInt, ValidationError, field_validator,
+                      model_validator)
 
 from . import methods, scorers
 from .methods import AnswerSettings, ApgSettings, CnpSettings, DnpSettings

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -19,21 +19,36 @@ import torch
 
 from . import guidance
 
+
 @dataclass
 class Cond:
-    """One text condition for every sample of a batch: what the UNet needs besides (z, t)."""
+    """One text condition for every sample of a batch, as its family's denoiser takes it: the text
+    embeddings and the family's other per-sample inputs, by name (SDXL: `text_embeds`, the pooled
+    embedding, and `time_ids`, its micro-conditioning). Every tensor is batch-first."""
 
     embeds: torch.Tensor  # (N, L, D)
-    pooled: torch.Tensor | None = None  # (N, P), SDXL only
-    time_ids: torch.Tensor | None = None  # (N, 6), SDXL micro-conditioning, same for every branch
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # each (N, ...)
 
     @staticmethod
     def cat(conds: Sequence["Cond"]) -> "Cond":
         if len(conds) == 1:
             return conds[0]
-        pooled = None if conds[0].pooled is None else torch.cat([c.pooled for c in conds])
-        time_ids = None if conds[0].time_ids is None else torch.cat([c.time_ids for c in conds])
-        return Cond(torch.cat([c.embeds for c in conds]), pooled, time_ids)
+        return Cond(torch.cat([c.embeds for c in conds]),
+                    {k: torch.cat([c.extra[k] for c in conds]) for k in conds[0].extra})
+
+    def expand(self, n: int) -> "Cond":
+        """A one-sample condition repeated for `n` samples (views, no copies)."""
+        return Cond(self.embeds.expand(n, *self.embeds.shape[1:]),
+                    {k: v.expand(n, *v.shape[1:]) for k, v in self.extra.items()})
+
+    def with_rows(self, rows: list[int], other: "Cond") -> "Cond":
+        """This condition with samples `rows` taken from `other` (which holds just those rows)."""
+        def put(mine: torch.Tensor, theirs: torch.Tensor) -> torch.Tensor:
+            out = mine.clone()
+            out[rows] = theirs
+            return out
+
+        return Cond(put(self.embeds, other.embeds), {k: put(v, other.extra[k]) for k, v in self.extra.items()})
 
 
 @dataclass
@@ -48,22 +63,22 @@ class Batch:
 
 
 class Denoiser:
-    """The UNet as eps(z, t, conds): one batched forward for all branches; counts NFE per sample."""
+    """The pipeline's network as pred(z, t, conds): one batched forward for all branches, made by
+    its family's `predict(network, scheduler, z, t, cond)` (`dnp_batch.families.denoiser(pipe)`
+    builds one); counts NFE per sample."""
 
-    def __init__(self, unet):
-        self.unet = unet
-        self.nfe = 0  # UNet evaluations per sample (one per branch)
-        self.calls = 0  # batched UNet forwards
+    def __init__(self, network, predict: Callable):
+        self.network = network
+        self.predict = predict
+        self.nfe = 0  # network evaluations per sample (one per branch)
+        self.calls = 0  # batched forwards
 
     def __call__(self, scheduler, z: torch.Tensor, t, conds: Sequence[Cond]) -> list[torch.Tensor]:
         n = len(conds)
-        z_in = scheduler.scale_model_input(torch.cat([z] * n) if n > 1 else z, t)
-        c = Cond.cat(conds)
-        added = None if c.pooled is None else {"text_embeds": c.pooled, "time_ids": c.time_ids}
-        eps = self.unet(z_in, t, encoder_hidden_states=c.embeds, added_cond_kwargs=added, return_dict=False)[0]
+        pred = self.predict(self.network, scheduler, torch.cat([z] * n) if n > 1 else z, t, Cond.cat(conds))
         self.calls += 1
         self.nfe += n
-        return list(eps.chunk(n))
+        return list(pred.chunk(n))
 
 
 # A method's strategy: (denoiser, scheduler, i, t, z, batch) -> the guided prediction (dnp_batch.methods)

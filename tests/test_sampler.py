@@ -125,7 +125,7 @@ def test_apg_equals_diffusers_adaptive_projected_guidance(pipe, settings):
     run = methods.Call(pipe, methods.get("cfg"), W, W, 0.0, STEPS, SIZE, SIZE)
     pos = families.encode_texts(pipe, [PROMPT, "a dog"], SIZE, SIZE)
     null = families.null_cond(pipe, pos, SIZE, SIZE)
-    ref = run.chain(sampler.Denoiser(pipe.unet), _DiffusersGuider(guider), pos, null, None, [SEED, 3])
+    ref = run.chain(families.denoiser(pipe), _DiffusersGuider(guider), pos, null, None, [SEED, 3])
     assert torch.equal(got.images, ref)
     assert got.records[0]["apg"] == apg.model_dump() and got.records[0]["nfe"] == 2 * STEPS
 

@@ -14,7 +14,7 @@ import importlib
 import pkgutil
 from typing import Sequence
 
-from ..sampler import Cond
+from ..sampler import Cond, Denoiser
 from .base import Family
 
 
@@ -56,6 +56,12 @@ def negative_cond(pipe, texts: Sequence[str | None], null: Cond, height: int, wi
     return family_of(pipe).negative(pipe, texts, null, height, width)
 
 
+def denoiser(pipe) -> Denoiser:
+    """The pipeline's network as the sampler calls it: one batched forward per step, made by its family."""
+    family = family_of(pipe)
+    return Denoiser(family.network(pipe), family.predict)
+
+
 def initial_latents(pipe, scheduler, generators, height: int, width: int, dtype):
     return family_of(pipe).latents(pipe, scheduler, generators, height, width, dtype)
 
@@ -64,5 +70,5 @@ def decode(pipe, latents, output_type: str = "pil", finite: list | None = None):
     return family_of(pipe).decode(pipe, latents, output_type, finite)
 
 
-__all__ = ["FAMILIES", "PIPELINES", "Family", "decode", "encode_texts", "family_of", "initial_latents",
+__all__ = ["FAMILIES", "PIPELINES", "Family", "decode", "denoiser", "encode_texts", "family_of", "initial_latents",
            "negative_cond", "null_cond", "pipeline_names"]

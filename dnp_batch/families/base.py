@@ -30,10 +30,7 @@ class Family:
     def null(self, pipe, pos: Cond, height: int, width: int) -> Cond:
         """∅ exactly as the pipeline's unconditional branch (docs/METHODS.md §Notation): by default the
         encoding of "", shaped like `pos`."""
-        n = pos.embeds.shape[0]
-        one = self.encode(pipe, [""], height, width)
-        return Cond(one.embeds.expand(n, -1, -1), None if one.pooled is None else one.pooled.expand(n, -1),
-                    pos.time_ids)
+        return self.encode(pipe, [""], height, width).expand(pos.embeds.shape[0])
 
     def negative(self, pipe, texts: Sequence[str | None], null: Cond, height: int, width: int) -> Cond:
         """Negative conditions per sample; a None text falls back to ∅ (no negative prompt)."""
@@ -43,13 +40,18 @@ class Family:
         encoded = self.encode(pipe, [texts[j] for j in idx], height, width)
         if len(idx) == len(texts):
             return encoded
-        embeds = null.embeds.clone()
-        embeds[idx] = encoded.embeds
-        pooled = None
-        if null.pooled is not None:
-            pooled = null.pooled.clone()
-            pooled[idx] = encoded.pooled
-        return Cond(embeds, pooled, null.time_ids)
+        return null.with_rows(idx, encoded)
+
+    def network(self, pipe):
+        """The denoising network the pipeline calls (a UNet here; a transformer in other families)."""
+        return pipe.unet
+
+    def predict(self, network, scheduler, z: torch.Tensor, t, cond: Cond) -> torch.Tensor:
+        """One batched forward, as the pipeline's loop calls its network: a UNet with the text
+        embeddings, and the condition's other inputs as `added_cond_kwargs` (SDXL's)."""
+        z_in = scheduler.scale_model_input(z, t)
+        return network(z_in, t, encoder_hidden_states=cond.embeds, added_cond_kwargs=cond.extra or None,
+                       return_dict=False)[0]
 
     def latents(self, pipe, scheduler, generators, height: int, width: int, dtype) -> torch.Tensor:
         """z_T drawn per sample from its own generator, as `prepare_latents` does with a generator list."""

@@ -28,12 +28,14 @@ class SDXL(Family):
     def encode(self, pipe, texts, height, width):
         embeds, _, pooled, _ = pipe.encode_prompt(texts, device=pipe._execution_device,
                                                   do_classifier_free_guidance=False)
-        return Cond(embeds, pooled, time_ids(pipe, embeds, pooled, height, width))
+        return Cond(embeds, {"text_embeds": pooled, "time_ids": time_ids(pipe, embeds, pooled, height, width)})
 
     def null(self, pipe, pos, height, width):
         if pipe.config.force_zeros_for_empty_prompt:
-            return Cond(torch.zeros_like(pos.embeds), torch.zeros_like(pos.pooled), pos.time_ids)
-        return super().null(pipe, pos, height, width)
+            return Cond(torch.zeros_like(pos.embeds), {"text_embeds": torch.zeros_like(pos.extra["text_embeds"]),
+                                                       "time_ids": pos.extra["time_ids"]})
+        null = super().null(pipe, pos, height, width)
+        return Cond(null.embeds, {**null.extra, "time_ids": pos.extra["time_ids"]})
 
     def upcast_vae(self, pipe):
         return pipe.vae.dtype == torch.float16 and pipe.vae.config.force_upcast

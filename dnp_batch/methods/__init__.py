@@ -84,6 +84,7 @@ def setting_axes() -> list[str]:
     return [f"{section}.{name}" for section, model in sections().items() for name in model.model_fields]
 
 
-__all__ = ["DEFAULT_GUIDANCE_SCALE", "DEFAULT_STEPS", "METHODS", "REGISTRY", "AnswerSettings", "ApgSettings", "CnpSettings", "DnpSettings", "Method", "Call",
+__all__ = ["DEFAULT_GUIDANCE_SCALE", "DEFAULT_STEPS", "METHODS", "REGISTRY", "AnswerSettings", "ApgSettings",
+           "CnpSettings", "DnpSettings", "Method", "Call",
            "Chunk", "blank_to_none", "captioner_record", "clean_captions", "fresh_seed", "get", "resolve", "sections",
            "setting_axes"]
