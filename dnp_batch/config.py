@@ -6,15 +6,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import (AfterValidator, Field, NonNegativeInt, PositiveInt, ValidationError, field_validator,
-                      model_validator)
+from pydantic import AfterValidator, Field, NonNegativeInt, PositiveInt, field_validator, model_validator
 
 from . import methods, scorers
 from .methods import AnswerSettings, ApgSettings, CnpSettings, DnpSettings
 from . import plugins
 from .names import check_scheduler
 from .scorers import AestheticSettings, HpsSettings, ImageRewardSettings, PickScoreSettings
-from .settings import Strict
+from .settings import SettingsError, Strict
 
 
 class CaptionerSettings(Strict):
@@ -237,9 +236,6 @@ def load_config(path: str | Path | None = None, sets: list[str] = (), **override
         else:
             data[key] = value
     try:
-        return JobConfig(**data)
-    except ValidationError as e:
-        where = f"config file {path}" if path else "config"
-        messages = [(err["loc"], err["msg"].removeprefix("Value error, ")) for err in e.errors()]
-        problems = "; ".join(f"{'.'.join(map(str, loc))}: {msg}" if loc else msg for loc, msg in messages)
-        raise ValueError(f"{where}: {problems}") from None
+        return JobConfig(**data)  # a refused value: one line per key (settings.describe_errors)
+    except SettingsError as e:
+        raise ValueError(f"{f'config file {path}' if path else 'config'}: {e}") from None

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import field_validator
+from pydantic import Field
 
-from ..settings import Strict, check_choice
+from ..settings import Strict
 from .base import Method
 
 if TYPE_CHECKING:
@@ -49,48 +49,16 @@ def answer_nfe(num_steps: int, ks: list[int], negative_eps: str = "dns_guided") 
 class AnswerSettings(Strict):
     """ANSWER's knobs (docs/METHODS.md §ANSWER); defaults as pinned there."""
 
-    k: int = 2
-    until: float = 0.5
-    shape: str = "constant"
-    normalize: str = "global"
-    negative_eps: str = "dns_guided"
-    negative_scale: float | None = None  # λ; None = w - 1 in the paper's form; 0 = CFG exactly
+    section: ClassVar[str] = "answer"
 
-    @field_validator("k", mode="before")
-    @classmethod
-    def _k(cls, v):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"answer.k must be an integer >= 0, got {v!r}")
-        return v
-
-    @field_validator("until", mode="before")
-    @classmethod
-    def _until(cls, v):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-            raise ValueError(f"answer.until must be a fraction in [0, 1], got {v!r}")
-        return v
-
-    @field_validator("shape", mode="before")
-    @classmethod
-    def _shape(cls, v):
-        return check_choice("answer.shape", v, K_SHAPES)
-
-    @field_validator("normalize", mode="before")
-    @classmethod
-    def _normalize(cls, v):
-        return check_choice("answer.normalize", v, NORMALIZE_MODES)
-
-    @field_validator("negative_eps", mode="before")
-    @classmethod
-    def _negative_eps(cls, v):
-        return check_choice("answer.negative_eps", v, NEGATIVE_EPS_MODES)
-
-    @field_validator("negative_scale", mode="before")
-    @classmethod
-    def _negative_scale(cls, v):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v != v):
-            raise ValueError(f"answer.negative_scale must be a number or null, got {v!r}")
-        return v
+    k: int = Field(2, ge=0, strict=True, description="an integer >= 0")
+    until: float = Field(0.5, ge=0, le=1, strict=True, description="a fraction in [0, 1]")
+    shape: Literal[K_SHAPES] = Field("constant", description=f"one of {', '.join(K_SHAPES)}")
+    normalize: Literal[NORMALIZE_MODES] = Field("global", description=f"one of {', '.join(NORMALIZE_MODES)}")
+    negative_eps: Literal[NEGATIVE_EPS_MODES] = Field("dns_guided",
+                                                      description=f"one of {', '.join(NEGATIVE_EPS_MODES)}")
+    # λ; None = w - 1 in the paper's form; 0 = CFG exactly
+    negative_scale: float | None = Field(None, strict=True, allow_inf_nan=False, description="a number or null")
 
     def schedule(self, num_steps: int) -> list[int]:
         """K_i per step; all 0 when λ = 0 (the push is off, so no mini-chain runs)."""
@@ -169,7 +137,6 @@ class Answer(Method):
 
     name = "answer"
     order = 7
-    section = "answer"
     settings = AnswerSettings
     uses_dns_scale = True
 

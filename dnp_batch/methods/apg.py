@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
-from pydantic import field_validator
+from pydantic import Field
 
 from ..settings import Strict
 from .base import Method
@@ -20,20 +20,12 @@ class ApgSettings(Strict):
     (`norm_threshold` is its `adaptive_projected_guidance_rescale`, `momentum` its
     `adaptive_projected_guidance_momentum`)."""
 
-    eta: float = 1.0
-    norm_threshold: float = 15.0
-    momentum: float | None = None
+    section: ClassVar[str] = "apg"
 
-    @field_validator("eta", "norm_threshold", "momentum", mode="before")
-    @classmethod
-    def _number(cls, v, info):
-        if v is None and info.field_name == "momentum":
-            return v
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
-            raise ValueError(f"apg.{info.field_name} must be a number, got {v!r}")
-        if info.field_name == "norm_threshold" and v < 0:
-            raise ValueError(f"apg.norm_threshold must be >= 0 (0: no clipping), got {v!r}")
-        return v
+    eta: float = Field(1.0, strict=True, allow_inf_nan=False, description="a number")
+    norm_threshold: float = Field(15.0, ge=0, strict=True, allow_inf_nan=False,
+                                  description="a number >= 0 (0: no clipping)")
+    momentum: float | None = Field(None, strict=True, allow_inf_nan=False, description="a number or null")
 
 
 @dataclass
@@ -70,7 +62,6 @@ class Apg(Method):
 
     name = "apg"
     order = 8
-    section = "apg"
     settings = ApgSettings
 
     def record_fields(self, call):

@@ -139,8 +139,13 @@ class Method:
 
     name: ClassVar[str]
     order: ClassVar[float]
-    section: ClassVar[str | None] = None  # its settings' key in JobConfig (its section of a config file)
     settings: ClassVar[type[Strict] | None] = None
+    section: ClassVar[str | None] = None  # its settings' key in JobConfig: the settings model's `section`
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.settings is not None:
+            cls.section = cls.settings.section
     needs_negative: ClassVar[bool] = False  # the caller gives one negative prompt per sample
     needs_captioner: ClassVar[bool] = False  # it captions its DNS images (auto-DNP, CNP)
     uses_dns_scale: ClassVar[bool] = False  # w_dns is one of its knobs (and in its records)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, ClassVar
 
-from pydantic import field_validator
+from pydantic import Field
 
 from ..settings import Strict
 from .base import Method, captioner_record
@@ -19,14 +19,9 @@ if TYPE_CHECKING:
 class CnpSettings(Strict):
     """CNP (docs/METHODS.md §CNP): refresh the negative every N steps (1 = the paper's CNP)."""
 
-    every: int = 1
+    section: ClassVar[str] = "cnp"
 
-    @field_validator("every", mode="before")
-    @classmethod
-    def _every(cls, v):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"cnp.every must be an integer >= 1, got {v!r}")
-        return v
+    every: int = Field(1, ge=1, strict=True, description="an integer >= 1")
 
 
 @dataclass
@@ -58,7 +53,6 @@ class Cnp(Method):
 
     name = "cnp"
     order = 6
-    section = "cnp"
     settings = CnpSettings
     needs_captioner = True
     uses_dns_scale = True

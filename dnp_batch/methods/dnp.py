@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
-from pydantic import field_validator
+from pydantic import Field
 
 from ..settings import Strict
 from .base import Call, Chunk, Method, blank_to_none, captioner_record, fresh_seed
@@ -19,14 +19,9 @@ if TYPE_CHECKING:
 class DnpSettings(Strict):
     """auto-DNP (docs/METHODS.md §DNP): NP starts from the DNS chain's z_T, or from a fresh seed."""
 
-    same_seed: bool = True
+    section: ClassVar[str] = "dnp"
 
-    @field_validator("same_seed", mode="before")
-    @classmethod
-    def _same_seed(cls, v):
-        if not isinstance(v, bool):
-            raise ValueError(f"dnp.same_seed must be true or false, got {v!r}")
-        return v
+    same_seed: bool = Field(True, strict=True, description="true or false")
 
 
 class HumanDnp(NegativePrompt):
@@ -50,7 +45,6 @@ class AutoDnp(Method):
 
     name = "auto-dnp"
     order = 5
-    section = "dnp"
     settings = DnpSettings
     needs_captioner = True
     uses_dns_scale = True
