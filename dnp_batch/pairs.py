@@ -20,11 +20,12 @@ Layout of OUT (any fsspec URL):
                           key (the pair key); an image's uid is `RUN/KEY`
     pairs_manifest.json   inputs and counts (pairs, ties, skipped by margin)
 
-Scorers are pluggable: a class with a `name` and
-`score(prompts, images, records) -> list[float]` (one float per image, higher is better),
-registered in `SCORERS` under its name. Besides those, any score the runs stored (a name of
-`dnp_batch.scorers`: `pickscore`, `hps`, `imagereward`, `aesthetic`, `judge`, read from each
-record's `scores` mapping) labels pairs, or a weighted sum of several (`"pickscore=1,hps=0.5"`).
+The labels come from the one scorer registry, `dnp_batch.scorers`: by default the score each run
+stored for a registry name (`clip`, `pickscore`, `hps`, `imagereward`, `aesthetic`, `judge`, read
+from each record's `scores` mapping), or a weighted sum of several (`"pickscore=1,hps=0.5"`); with
+`recompute`, one registry scorer run on the images (a scorer a plug-in adds included). An object
+with a `name` and the registry's `score(images, prompts) -> list[float]` (one float per image,
+higher is better) may also be passed as is.
 """
 
 from __future__ import annotations
@@ -61,15 +62,6 @@ PAIRS_SCHEMA = pa.schema([
     ("score_0", pa.float64()), ("score_1", pa.float64()), ("seed", pa.int64()), ("key", pa.string()),
 ])
 
-SCORERS: dict[str, type] = {}
-
-
-def register_scorer(cls: type) -> type:
-    """Add a scorer class to `SCORERS` under its `name` (usable as a decorator)."""
-    SCORERS[cls.name] = cls
-    return cls
-
-
 class MissingScore(ValueError):
     """A record lacks the score a scorer reads; `build_pairs` names the run."""
 
@@ -78,67 +70,59 @@ class MissingScore(ValueError):
         self.key, self.field, self.hint = key, field, hint
 
 
-@register_scorer
-class StoredClipScorer:
-    """The CLIP score each run stored in its records (`clip_score`): no model is loaded."""
-
-    name = "clip"
-
-    def score(self, prompts: list[str], images: list[Image.Image], records: list[dict]) -> list[float]:
-        scores = []
-        for record in records:
-            value = record.get("clip_score")
-            if value is None:
-                raise MissingScore(record.get("id"), "clip_score", "generate with a clip model configured")
-            scores.append(float(value))
-        return scores
-
-
-@register_scorer
-class ClipRecomputeScorer:
-    """The CLIP score recomputed by the `clip` scorer of dnp_batch.scorers (`model="tiny-clip"`: the
-    tiny one), in this module's argument order."""
-
-    name = "clip-recompute"
-
-    def __init__(self, model: str | None = None, pretrained: str | None = None, device: str = "cpu",
-                 batch_size: int = 32):
-        """`model` None: dnp_batch.scoring's default CLIP (ViT-H-14, laion2b_s32b_b79k)."""
-        from .scorer_models import ClipScore  # here: --help and stored scores load no torch
-        from .scoring import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED
-
-        if model is None:
-            model, pretrained = DEFAULT_CLIP_MODEL, pretrained or DEFAULT_CLIP_PRETRAINED
-
-        self.settings = {"model": model, "pretrained": pretrained}
-        self.clip = ClipScore(model, pretrained, device=device, batch_size=batch_size)
-
-    def score(self, prompts: list[str], images: list[Image.Image], records: list[dict]) -> list[float]:
-        return self.clip.score(images, prompts)
-
-
 class StoredScores:
-    """A weighted sum of the scores each run stored in its records' `scores` mapping (written by
-    the scoring stage of dnp_batch.scorers); `"pickscore"` alone is weight 1."""
+    """A weighted sum of the scores each run stored in its records, one per name of the scorer
+    registry (dnp_batch.scorers; the scoring stage's `scores` mapping, and `clip_score` for clip):
+    no model is loaded. `"pickscore"` alone is weight 1."""
 
     def __init__(self, weights: dict[str, float]):
         self.weights = dict(weights)
         self.name = ",".join(n if w == 1 and len(weights) == 1 else f"{n}={w:g}" for n, w in self.weights.items())
-        self.settings = {"weights": self.weights, "stored": True}
+        # the runs' own CLIP score alone: its model is in every record (clip_model), nothing to add
+        self.settings = None if self.weights == {"clip": 1.0} else {"weights": self.weights, "stored": True}
 
-    def score(self, prompts: list[str], images: list[Image.Image], records: list[dict]) -> list[float]:
+    def score_records(self, records: list[dict]) -> list[float]:
         out = []
         for record in records:
             stored = record.get("scores") or {}
             total = 0.0
             for name, weight in self.weights.items():
-                value = (stored.get(name) or {}).get("score")
+                value = record.get("clip_score") if name == "clip" else None
                 if value is None:
+                    value = (stored.get(name) or {}).get("score")
+                if value is None:
+                    if name == "clip":
+                        raise MissingScore(record.get("id"), "clip_score", "generate with a clip model configured")
                     raise MissingScore(record.get("id"), f"{name} score",
                                        f"generate with scores: [..., {name}] in the job config")
                 total += weight * float(value)
             out.append(total)
         return out
+
+
+def recomputed(name: str, device: str = "cpu", **settings):
+    """Scorer `name` of the registry (dnp_batch.scorers), loaded to run on every run's images
+    (`--recompute`), with its settings (clip: `model`, `pretrained`, default open_clip ViT-H-14
+    laion2b_s32b_b79k; the others: their settings section's keys); named `NAME-recompute`."""
+    from . import scorers
+
+    spec = scorers.get(name)  # unknown -> the one-line error naming the known scorers
+    if name == "clip":
+        from .config import ClipSettings
+        from .scoring import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED
+
+        if settings.get("model") is None:
+            settings = {**settings, "model": DEFAULT_CLIP_MODEL,
+                        "pretrained": settings.get("pretrained") or DEFAULT_CLIP_PRETRAINED}
+        scorer = scorers.load_scorer(name, ClipSettings(**settings), device=device)
+        scorer.settings = {"model": settings["model"], "pretrained": settings.get("pretrained")}
+    else:
+        if spec.settings is None and settings:
+            raise ValueError(f"scorer {name!r} takes no settings, got {sorted(settings)}")
+        scorer = scorers.load_scorer(name, settings or None, device=device)
+        scorer.settings = {**settings, "recomputed": True}
+    scorer.name = f"{name}-recompute"
+    return scorer
 
 
 def parse_weights(text: str) -> dict[str, float]:
@@ -151,7 +135,7 @@ def parse_weights(text: str) -> dict[str, float]:
         name, sep, value = part.partition("=")
         name = name.strip()
         if name not in scorers.registry():
-            known = ", ".join([*sorted(SCORERS), *scorers.names()[1:]])
+            known = ", ".join(scorers.names())
             raise ValueError(f"unknown scorer {name!r} in --scorer {text!r}; known: {known}, or a weighted sum "
                              f"such as pickscore=1,hps=0.5")
         try:
@@ -164,22 +148,24 @@ def parse_weights(text: str) -> dict[str, float]:
     return weights
 
 
-def get_scorer(scorer, **settings):
-    """A scorer instance from a `SCORERS` name (with constructor settings), a stored score's name or
-    weighted sum (`"pickscore"`, `"pickscore=1,hps=0.5"`), or an instance as is."""
+def get_scorer(scorer, recompute: bool = False, **settings):
+    """A labeller: a stored score's name or weighted sum (`"clip"`, `"pickscore"`,
+    `"pickscore=1,hps=0.5"`: names of dnp_batch.scorers); with `recompute`, that one scorer of the
+    registry run on the images, with its settings; or an instance as is (a `score(images, prompts)`
+    method as the registry's scorers have, or `score_records(records)`)."""
     if not isinstance(scorer, str):
-        if settings:
-            raise ValueError("scorer settings are for a scorer given by name, not an instance")
+        if settings or recompute:
+            raise ValueError("scorer settings and recompute are for a scorer given by name, not an instance")
         return scorer
-    if scorer not in SCORERS:
-        weights = parse_weights(scorer)
-        if settings:
-            raise ValueError(f"scorer {scorer!r} reads stored scores and takes no settings {sorted(settings)}")
-        return StoredScores(weights)
-    try:
-        return SCORERS[scorer](**settings)
-    except TypeError as e:
-        raise ValueError(f"scorer {scorer!r} does not take settings {sorted(settings)}: {e}") from None
+    weights = parse_weights(scorer)
+    if recompute:
+        if len(weights) != 1 or next(iter(weights.values())) != 1:
+            raise ValueError(f"--recompute runs one scorer, not the weighted sum {scorer!r}")
+        return recomputed(next(iter(weights)), **settings)
+    if settings:
+        raise ValueError(f"scorer {scorer!r} reads stored scores and takes no settings {sorted(settings)}; "
+                         f"add --recompute to run it on the images")
+    return StoredScores(weights)
 
 
 @dataclass
@@ -312,7 +298,7 @@ def _score_run(scorer, name: str, keys: list[str], table: dict, images: list) ->
     prompts = [table[k]["prompt"] for k in keys]
     records = [dict(table[k]["record"], id=k) for k in keys]
     try:
-        scores = scorer.score(prompts, images, records)
+        scores = scorer.score_records(records) if hasattr(scorer, "score_records") else scorer.score(images, prompts)
     except MissingScore as e:
         raise ValueError(f"run {name} has no {e.field} for {e.key}; {e.hint}") from None
     scores = list(scores)
@@ -328,7 +314,7 @@ def _score_run(scorer, name: str, keys: list[str], table: dict, images: list) ->
 
 def build_pairs(runs, scorer, min_margin: float = 0.0) -> Pairs:
     """Pairs over every key and every two runs (i < j) of `runs` ([(name, dir)], see `resolve_runs`),
-    scored by `scorer` (a `SCORERS` name or instance); see the module docstring for the labels."""
+    scored by `scorer` (see `get_scorer`); see the module docstring for the labels."""
     runs = [(str(n), str(d)) for n, d in runs]
     if len(runs) < 2:
         raise ValueError(f"pairs need at least two runs, got {len(runs)}; pass two or more run "
@@ -340,8 +326,9 @@ def build_pairs(runs, scorer, min_margin: float = 0.0) -> Pairs:
             or min_margin < 0):
         raise ValueError(f"min_margin must be a number >= 0, got {min_margin!r}")
     scorer = get_scorer(scorer)
-    if not isinstance(getattr(scorer, "name", None), str) or not callable(getattr(scorer, "score", None)):
-        raise ValueError(f"scorer {scorer!r} needs a `name` and a `score(prompts, images, records)` method")
+    if not isinstance(getattr(scorer, "name", None), str) or not (
+            callable(getattr(scorer, "score", None)) or callable(getattr(scorer, "score_records", None))):
+        raise ValueError(f"scorer {scorer!r} needs a `name` and a `score(images, prompts)` method")
     readers = [Run(d, n) for n, d in runs]
     tables = [r.rows() for r in readers]
     _check_same_samples(names, tables)

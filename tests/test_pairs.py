@@ -14,7 +14,8 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from dnp_batch.pairs import SCORERS, ClipRecomputeScorer, build_pairs, resolve_runs, write_pairs
+from dnp_batch import scorers
+from dnp_batch.pairs import build_pairs, get_scorer, resolve_runs, write_pairs
 from jobutil import FAST, PROMPTS, REPO, records, run_job
 
 PAIRS_JOB = REPO / "jobs" / "pairs.py"
@@ -30,14 +31,14 @@ class HashScorer:
 
     name = "hash"
 
-    def score(self, prompts, images, records):
+    def score(self, images, prompts):
         return [int(hashlib.sha256(im.tobytes()).hexdigest()[:12], 16) / 16**12 for im in images]
 
 
 class ConstantScorer:
     name = "constant"
 
-    def score(self, prompts, images, records):
+    def score(self, images, prompts):
         return [1.0] * len(images)
 
 
@@ -47,14 +48,17 @@ class MethodScorer:
     name = "by-method"
     SCORES = {"cfg": 1.0, "answer": 1.3, "dns": 3.0}
 
-    def score(self, prompts, images, records):
+    def score_records(self, records):  # a labeller may read the runs' records instead of the images
         return [self.SCORES[r["method"]] for r in records]
 
 
 @pytest.fixture(autouse=True)
 def fake_scorers(monkeypatch):
-    for cls in (HashScorer, ConstantScorer, MethodScorer):
-        monkeypatch.setitem(SCORERS, cls.name, cls)
+    """The fakes join the scorer registry, as a plug-in's scorers do (`--scorer hash --recompute`)."""
+    fakes = [scorers.ScorerSpec(cls.name, f"{__name__}:{cls.__name__}", "a test's fake")
+             for cls in (HashScorer, ConstantScorer, MethodScorer)]
+    extended = {**scorers.registry(), **{spec.name: spec for spec in fakes}}
+    monkeypatch.setattr(scorers, "registry", lambda: extended)
 
 
 def generate(out, method, *extra, prompts=PROMPTS, seeds="0,1"):
@@ -91,7 +95,7 @@ def three(runs):
 
 
 def test_labels_follow_the_scores_and_the_outputs_read_back(runs, tmp_path):
-    pairs = build_pairs(three(runs), "hash")
+    pairs = build_pairs(three(runs), HashScorer())
     assert len(pairs) == len(KEYS) * 3 and pairs.skipped_by_margin == 0
     assert sorted({p.key for p in pairs}) == KEYS
     assert {(p.model_0, p.model_1) for p in pairs} == {("cfg", "answer"), ("cfg", "dns"), ("answer", "dns")}
@@ -137,7 +141,7 @@ def test_labels_follow_the_scores_and_the_outputs_read_back(runs, tmp_path):
 
 
 def test_equal_scores_are_ties(runs, tmp_path):
-    pairs = build_pairs(three(runs), "constant")
+    pairs = build_pairs(three(runs), ConstantScorer())
     assert len(pairs) == 24 and all((p.label_0, p.label_1) == (0.5, 0.5) for p in pairs)
     out = tmp_path / "ties"
     assert write_pairs(pairs, str(out))["counts"]["ties"] == 24
@@ -147,14 +151,14 @@ def test_equal_scores_are_ties(runs, tmp_path):
 
 
 def test_min_margin_skips_close_pairs(runs, tmp_path):
-    pairs = build_pairs(three(runs), "by-method", min_margin=0.5)
+    pairs = build_pairs(three(runs), MethodScorer(), min_margin=0.5)
     assert pairs.skipped_by_margin == len(KEYS)  # cfg vs answer: 0.3 apart
     assert {(p.model_0, p.model_1) for p in pairs} == {("cfg", "dns"), ("answer", "dns")}
     assert all((p.label_0, p.label_1) == (0.0, 1.0) for p in pairs)
     counts = write_pairs(pairs, str(tmp_path / "m"))["counts"]
     assert counts["pairs"] == 16 and counts["skipped_by_margin"] == 8
     with pytest.raises(ValueError, match="min_margin"):
-        build_pairs(three(runs), "by-method", min_margin=-1)
+        build_pairs(three(runs), MethodScorer(), min_margin=-1)
 
 
 def test_stored_clip_scores(runs):
@@ -169,7 +173,7 @@ def test_stored_clip_scores(runs):
 
 
 def test_clip_recompute_with_the_tiny_clip(runs):
-    pairs = build_pairs([("cfg", runs["cfg"]), ("dns", runs["dns"])], ClipRecomputeScorer("tiny-clip"))
+    pairs = build_pairs([("cfg", runs["cfg"]), ("dns", runs["dns"])], get_scorer("clip", recompute=True, model="tiny-clip"))
     assert len(pairs) == len(KEYS) and all(p.score_0 >= 0 and p.score_1 >= 0 for p in pairs)
     # the same scorer as the job's: on the cfg run's PNGs (lossless) it gives the stored clip_score
     stored = {key: rec["clip_score"] for key, rec in records(runs["cfg"]).items()}
@@ -188,11 +192,11 @@ def test_runs_over_other_prompts_or_seeds_are_refused(runs, tmp_path):
     seeds_run = generate(tmp_path / "other-seeds", "cfg", seeds="0,2")
 
     with pytest.raises(ValueError, match=r"same prompts and seeds: runs cfg and other-prompts differ.*'fox_0'"):
-        build_pairs(resolve_runs([runs["cfg"], prompts_run]), "hash")
+        build_pairs(resolve_runs([runs["cfg"], prompts_run]), HashScorer())
     with pytest.raises(ValueError, match=r"same prompts and seeds: runs cfg and other-seeds differ.*_1'"):
-        build_pairs(resolve_runs([runs["cfg"], seeds_run]), "hash")
+        build_pairs(resolve_runs([runs["cfg"], seeds_run]), HashScorer())
     with pytest.raises(ValueError, match="at least two runs"):
-        build_pairs([("cfg", runs["cfg"])], "hash")
+        build_pairs([("cfg", runs["cfg"])], HashScorer())
     assert run_pairs_job("--runs", runs["answer"], seeds_run, "--out", tmp_path / "o") == 2
     assert not (tmp_path / "o").exists()
 
@@ -206,18 +210,18 @@ def test_failed_samples_make_no_pairs(runs, tmp_path):
         if row["key"] == "fox_0":
             row["status"], row["error"] = "failed", "RuntimeError: simulated"
     pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), broken / "index.parquet")
-    pairs = build_pairs([("cfg", runs["cfg"]), ("answer", broken)], "hash")
+    pairs = build_pairs([("cfg", runs["cfg"]), ("answer", broken)], HashScorer())
     assert sorted(p.key for p in pairs) == [k for k in KEYS if k != "fox_0"] and pairs.skipped_not_ok == 1
 
 
 def test_cli_end_to_end(runs, tmp_path, capsys):
     out = tmp_path / "cli"
     assert run_pairs_job("--runs", runs["cfg"], runs["answer"], runs["dns"], "--out", out,
-                         "--scorer", "by-method", "--min-margin", "0.5") == 0
+                         "--scorer", "by-method", "--recompute", "--min-margin", "0.5") == 0
     line = capsys.readouterr().out
     assert "16 pairs" in line and "8 skipped by margin" in line and str(out) in line
     manifest = json.loads((out / "pairs_manifest.json").read_text())
-    assert manifest["counts"]["pairs"] == 16 and manifest["inputs"]["scorer"] == "by-method"
+    assert manifest["counts"]["pairs"] == 16 and manifest["inputs"]["scorer"] == "by-method-recompute"
     assert [r["name"] for r in manifest["inputs"]["runs"]] == ["cfg", "answer", "dns"]
     assert len(read_shards(out)) == 16 and not (out / "_tmp").exists()
 
@@ -228,7 +232,7 @@ def test_cli_end_to_end(runs, tmp_path, capsys):
 
 
 def test_write_pairs_to_memory(runs):
-    pairs = build_pairs([("cfg", runs["cfg"]), ("answer", runs["answer"])], "hash")
+    pairs = build_pairs([("cfg", runs["cfg"]), ("answer", runs["answer"])], HashScorer())
     write_pairs(pairs, "memory://pairs-test/out")
     fs = fsspec.filesystem("memory")
     try:
@@ -261,11 +265,11 @@ def test_sweep(runs, tmp_path, capsys):
         resolve_runs(str(runs["cfg"]), ["cfg"])
 
     out = tmp_path / "sweep-pairs"
-    assert run_pairs_job("--sweep", sweep, "--points", "cfg,dns", "--scorer", "hash", "--out", out) == 0
+    assert run_pairs_job("--sweep", sweep, "--points", "cfg,dns", "--scorer", "hash", "--recompute", "--out", out) == 0
     assert "8 pairs" in capsys.readouterr().out
     rows = pq.read_table(out / "pairs.parquet").to_pylist()
     assert {(r["model_0"], r["model_1"]) for r in rows} == {("cfg", "dns")}
-    assert run_pairs_job("--sweep", sweep, "--scorer", "hash", "--out", tmp_path / "all") == 0
+    assert run_pairs_job("--sweep", sweep, "--scorer", "hash", "--recompute", "--out", tmp_path / "all") == 0
     assert "24 pairs" in capsys.readouterr().out
     assert run_pairs_job("--sweep", sweep, "--points", "cfg,zzz", "--out", tmp_path / "bad") == 2
     assert "has no point(s) zzz" in capsys.readouterr().err
