@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import BlipTextModel, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-from dnp_batch import scorer_models, scorers
+from dnp_batch import scorer_models
 from dnp_batch.scorer_models import (IMAGEREWARD_MEAN, IMAGEREWARD_STD, imagereward_text_config,
                                      imagereward_tokenizer)
 from dnp_batch.scorers import load_scorer
