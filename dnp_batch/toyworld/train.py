@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import os
 import shutil
@@ -58,7 +59,9 @@ from .model import (
 
 DEFAULTS = dict(arch="v1", batch_size=32, lr=1.5e-3, warmup=100, cooldown=0, weight_decay=0.0, grad_clip=1.0,
                 ema_decay=0.999, caption_dropout=0.1, min_snr_gamma=5.0, relation_share=0.5, schedule="zsnr-v",
+                high_noise_share=0.0, high_noise_from=900,
                 eval_every=500, eval_n=64, eval_w=3.0, eval_steps=20, eval_pairs=32)
+# Settings added after a run was started take their default when that run is resumed.
 # Validation prompts for the training curve; the held-out set of the README (evaluate.HELDOUT_PROMPT_SEED)
 # is another seed, never looked at while training.
 VALIDATION_PROMPT_SEED = 4321
@@ -86,6 +89,19 @@ def loss_weight(snr: torch.Tensor, schedule: str, gamma: float) -> torch.Tensor:
     if schedule == "sd":
         return torch.clamp(snr, max=gamma) / snr
     return torch.clamp(snr, min=1.0, max=gamma) / (snr + 1)
+
+
+def timesteps(gen: torch.Generator, n: int, num_train: int, share: float, high_from: int) -> torch.Tensor:
+    """A batch's training time steps: uniform over [0, num_train), then (with `share` > 0) each
+    sample with probability `share` redrawn uniformly from [high_from, num_train), the steps where
+    x_t shows too little of the image to give its layout away, so that only the words can (v3: at
+    step 10,000 the uniform draw had taught the model which axis "left of" means but not which way
+    round). With `share` = 0 no extra numbers are drawn, so older runs keep their bytes."""
+    t = torch.randint(0, num_train, (n,), generator=gen)
+    if share > 0:
+        high = torch.rand(n, generator=gen) < share
+        t = torch.where(high, torch.randint(high_from, num_train, (n,), generator=gen), t)
+    return t
 
 
 def step_rng(seed: int, step: int) -> tuple[np.random.Generator, torch.Generator]:
@@ -167,7 +183,7 @@ def _load_checkpoint(path: Path, unet, text_encoder, ema_unet, ema_text, opt, pa
 
 def train(out: str | os.PathLike, seed: int = 0, steps: int = 1000, minutes: float | None = None,
           resume: bool = False, save_every: float = 10.0, log_every: int = 10, quiet: bool = False,
-          device: str = "cpu", **overrides) -> dict:
+          device: str = "cpu", init_from: str | os.PathLike | None = None, **overrides) -> dict:
     """Train (or, with `resume`, continue) and save into `out`; returns the log. See the module
     docstring. Runs on one thread (the caller's thread count is restored after)."""
     hp = {**DEFAULTS, **overrides}
@@ -176,11 +192,15 @@ def train(out: str | os.PathLike, seed: int = 0, steps: int = 1000, minutes: flo
         raise ValueError(f"unknown settings: {sorted(unknown)}")
     if hp["arch"] not in ARCHITECTURES:
         raise ValueError(f"unknown --arch {hp['arch']!r}; known: {', '.join(ARCHITECTURES)}")
+    if init_from is not None and Path(init_from).expanduser().absolute() == Path(out).expanduser().absolute():
+        raise ValueError("--init-from must name another directory than --out (the stage would replace its source)")
+    if init_from is not None and resume:
+        raise ValueError("--init-from starts a new stage in --out; to continue that stage later use --resume alone")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         return _train(Path(out).expanduser().absolute(), seed, steps, minutes, resume, save_every, log_every, quiet,
-                      torch.device(device), hp)
+                      torch.device(device), hp, None if init_from is None else Path(init_from).expanduser().absolute())
     finally:
         torch.set_num_threads(threads)
 
@@ -198,7 +218,7 @@ def _validate(pipe, hp: dict, device: torch.device) -> dict:
 
 
 def _train(out: Path, seed: int, steps: int, minutes: float | None, resume: bool, save_every: float, log_every: int,
-           quiet: bool, device: torch.device, hp: dict) -> dict:
+           quiet: bool, device: torch.device, hp: dict, init_from: Path | None = None) -> dict:
     t_start = time.perf_counter()
     tok = build_tokenizer()
     mean, std = pixel_stats()
@@ -227,12 +247,13 @@ def _train(out: Path, seed: int, steps: int, minutes: float | None, resume: bool
     ckpt = out / CHECKPOINT
     if resume and (ckpt / "state.json").is_file():
         state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
-        if (state["seed"], state["settings"]) != (seed, hp):
+        if (state["seed"], {**DEFAULTS, **state["settings"]}) != (seed, hp):
             raise ValueError(f"--resume: the checkpoint in {ckpt} was trained with seed {state['seed']} and "
                              f"{state['settings']}, not seed {seed} and {hp}; give the same settings or a new --out")
         _load_checkpoint(ckpt, unet, text_encoder, ema_unet, ema_text, opt, params)
         step = state["step"]
         log = json.loads((out / "train_log.json").read_text(encoding="utf-8"))
+        log["settings"] = hp
         if hp["cooldown"] and step > log["steps"] - hp["cooldown"] and steps != log["steps"]:
             raise ValueError(f"--resume: the checkpoint at step {step} is inside the cool-down of a "
                              f"{log['steps']}-step run; give --steps {log['steps']} (it cannot be extended now)")
@@ -250,6 +271,27 @@ def _train(out: Path, seed: int, steps: int, minutes: float | None, resume: bool
             "threads": torch.get_num_threads(), "device": str(device), "versions": library_versions(),
             "curve": [], "evals": [], "events": [], "sessions": [],
         }
+    if init_from is not None:
+        src = init_from / CHECKPOINT
+        if not (src / "state.json").is_file():
+            raise ValueError(f"--init-from: no checkpoint in {src}; give a training --out that has one")
+        src_state = json.loads((src / "state.json").read_text(encoding="utf-8"))
+        if src_state["seed"] != seed or {**DEFAULTS, **src_state["settings"]}["arch"] != hp["arch"]:
+            raise ValueError(f"--init-from: {init_from} was trained with seed {src_state['seed']} and arch "
+                             f"{src_state['settings'].get('arch', 'v1')!r}; give the same --seed and --arch")
+        src_log = json.loads((init_from / "train_log.json").read_text(encoding="utf-8"))
+        _load_checkpoint(src, unet, text_encoder, ema_unet, ema_text, opt, params)
+        step = src_state["step"]  # batch i still comes from SeedSequence([seed, i]): no batch is repeated
+        with open(src / "state.safetensors", "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        log["stages"] = [*src_log.get("stages", []),
+                         {"dir": str(init_from), "seed": seed, "to_step": step, "settings": src_state["settings"],
+                          "state_sha256": digest}]
+        for key in ("curve", "evals", "events", "sessions"):
+            log[key] = [*src_log[key], *log[key]]
+        if hp["cooldown"] and step > steps - hp["cooldown"]:
+            raise ValueError(f"--init-from: step {step} of {init_from} is past the start of this stage's cool-down "
+                             f"(--steps {steps}, --cooldown {hp['cooldown']})")
     log["steps"] = steps
     log["sessions"].append({"from_step": step, "device": str(device)})
     session_t0 = time.perf_counter()
@@ -297,7 +339,7 @@ def _train(out: Path, seed: int, steps: int, minutes: float | None, resume: bool
         log["evals"].append(row)
         event("validation: " + text)
 
-    event(f"{'resumed' if step else 'setup done'}; unet {log['params']['unet']:,} params, "
+    event(f"{f'new stage from {init_from} at step {step}' if init_from else 'resumed' if step else 'setup done'}; unet {log['params']['unet']:,} params, "
           f"text encoder {log['params']['text_encoder']:,}; {steps} steps planned")
     window_loss, window_mse = [], []
     last_save = time.perf_counter()
@@ -309,7 +351,8 @@ def _train(out: Path, seed: int, steps: int, minutes: float | None, resume: bool
         images, texts = batch_data(rng, hp["batch_size"], hp["caption_dropout"], hp["relation_share"])
         latents = images_to_latents(images, mean, std).to(device)
         noise = torch.randn(latents.shape, generator=gen).to(device)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (latents.shape[0],), generator=gen).to(device)
+        t = timesteps(gen, latents.shape[0], noise_sched.config.num_train_timesteps, hp["high_noise_share"],
+                      hp["high_noise_from"]).to(device)
         noisy = noise_sched.add_noise(latents, noise, t)
         hidden = text_encoder(ids_for(texts))[0]
         pred = unet(noisy, t, hidden).sample
@@ -369,6 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     parser.add_argument("--save-every", type=float, default=10.0, help="checkpoint every M minutes (0: only at the end)")
     parser.add_argument("--device", default="cpu", help="cpu (deterministic) or e.g. cuda for quick pilot runs")
+    parser.add_argument("--init-from", default=None, metavar="DIR",
+                        help="start a new stage in OUT from DIR's checkpoint (weights, EMA, AdamW state, step) "
+                             "with these settings; the log keeps DIR's curve and names it")
     for key, value in DEFAULTS.items():
         parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args(argv)
@@ -376,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     hp = {k: getattr(args, k) for k in DEFAULTS}
     try:
         train(args.out, seed=args.seed, steps=args.steps, minutes=args.minutes, resume=args.resume,
-              save_every=args.save_every, device=args.device, **hp)
+              save_every=args.save_every, device=args.device, init_from=args.init_from, **hp)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
