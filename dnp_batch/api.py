@@ -45,11 +45,13 @@ def sample_id(prompt: str, seed: int, method: str, negative_prompt: str | None =
 
 
 def check_size(pipe, height, width) -> None:
-    """Image sizes the pipeline can make: positive multiples of its VAE factor (None = native)."""
-    f = pipe.vae_scale_factor
+    """Image sizes the pipeline can make: positive multiples of its VAE factor (times the patch
+    size of a transformer family; None = native)."""
+    f, vae = families.size_multiple(pipe), pipe.vae_scale_factor
+    what = f"the VAE factor {f}" if f == vae else f"{f} (the VAE factor {vae} times the patch size {f // vae})"
     for name, v in (("height", height), ("width", width)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0 or v % f):
-            raise ValueError(f"{name} must be a positive multiple of the VAE factor {f}, got {v!r}")
+            raise ValueError(f"{name} must be a positive multiple of {what}, got {v!r}")
 
 
 def _validate(pipe, prompts, seeds, m, negative_prompts, steps, height, width, output_type, ids, batch_size):
@@ -93,7 +95,7 @@ def _make_call(pipe, prompts, seeds, *, method, negative_prompts=None, guidance_
                callback=None, captions=None) -> methods.Call:
     families.family_of(pipe)  # "pipe must be a diffusers StableDiffusionPipeline or ..., got X"
     m, settings = methods.resolve(method)
-    native = pipe.unet.config.sample_size * pipe.vae_scale_factor  # the pipelines' own default size
+    native = families.native_size(pipe)  # the pipelines' own default size
     height = native if height is None else height
     width = native if width is None else width
     _validate(pipe, prompts, seeds, m, negative_prompts, num_inference_steps, height, width,

@@ -1,4 +1,4 @@
-"""Load SD/SDXL diffusers pipelines from a hub id or a local directory, and swap schedulers."""
+"""Load SD/SDXL/SD3 diffusers pipelines from a hub id or a local directory, and swap schedulers."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def load_pipeline(
     vae: str | os.PathLike | None = None,
     compile_unet: bool = False,
 ) -> StableDiffusionPipeline | StableDiffusionXLPipeline:
-    """Load an SD or SDXL pipeline (safetensors only) onto `device`, optionally swapping its scheduler
+    """Load an SD, SDXL or SD3 pipeline (safetensors only) onto `device`, optionally swapping its scheduler
     and its VAE (`vae`: see load_vae) and compiling its UNet in place (`torch.compile`, default mode:
     bench/gpu.py measured ~1.1x images/s for SDXL on an H200; the first call pays the compile)."""
     torch_dtype = resolve_dtype(dtype)
@@ -141,6 +141,8 @@ def load_pipeline(
                 f"{source!r} is neither a local directory nor a loadable diffusers pipeline id: {err}"
             ) from err
     if not isinstance(pipe, families.PIPELINES):
+        if families.guidance_distilled(pipe):
+            raise ValueError(families.unsupported(pipe, source))
         raise ValueError(f"{source} holds a {type(pipe).__name__}; only {families.pipeline_names(' and ')} "
                          "(and subclasses) are supported")
     if scheduler is not None:
@@ -150,5 +152,5 @@ def load_pipeline(
     pipe.set_progress_bar_config(disable=True)
     pipe = pipe.to(device)
     if compile_unet:
-        pipe.unet.compile()
+        families.network(pipe).compile()  # the UNet, or a transformer family's transformer
     return pipe

@@ -1,7 +1,8 @@
 """Pipeline families, one adapter file each: how a family's prompts and ∅ are encoded, what its
 condition holds, how its latents are drawn and decoded, and which loaded pipelines it runs.
 
-- `sd.py`: Stable Diffusion 1.x/2.x; `sdxl.py`: Stable Diffusion XL
+- `sd.py`: Stable Diffusion 1.x/2.x; `sdxl.py`: Stable Diffusion XL (UNets, VP schedulers)
+- `sd3.py`: Stable Diffusion 3 / 3.5 (an MMDiT transformer, flow matching)
 - `base.py`: the `Family` interface, with what the families share
 
 A family is a `Family` subclass with a `name` in a module of this package: the registry below finds
@@ -34,12 +35,29 @@ def pipeline_names(joiner: str = " or ") -> str:
     return joiner.join(p.__name__ for p in PIPELINES)
 
 
+def guidance_distilled(pipe) -> bool:
+    """A pipeline whose network takes the guidance scale as an input (FLUX.1-dev's, FLUX.2-dev's
+    `guidance_embeds`): distilled from CFG, it has no negative branch."""
+    network = getattr(pipe, "transformer", None) or getattr(pipe, "unet", None)
+    return bool(getattr(getattr(network, "config", None), "guidance_embeds", False))
+
+
+def unsupported(pipe, what: str = "pipe") -> str:
+    """The one-line refusal of a pipeline no family runs."""
+    name = type(pipe).__name__
+    if guidance_distilled(pipe):
+        return (f"{what} is a guidance-distilled {name} (its transformer takes the guidance scale as an input): "
+                f"it has no negative branch, which cfg's ∅, NP, DNS, DNP and ANSWER all need; the families "
+                f"with one: {', '.join(FAMILIES)} ({pipeline_names(', ')})")
+    return f"{what} must be a diffusers {pipeline_names()}, got {name}"
+
+
 def family_of(pipe) -> Family:
     """The family of a loaded pipeline; a ValueError naming its class and the supported ones otherwise."""
     for family in FAMILIES.values():
         if family.matches(pipe):
             return family
-    raise ValueError(f"pipe must be a diffusers {pipeline_names()}, got {type(pipe).__name__}")
+    raise ValueError(unsupported(pipe))
 
 
 # The sampler's plumbing, each dispatched to the pipeline's family.
@@ -62,6 +80,23 @@ def denoiser(pipe) -> Denoiser:
     return Denoiser(family.network(pipe), family.predict)
 
 
+def set_timesteps(pipe, scheduler, steps: int, height: int, width: int) -> None:
+    family_of(pipe).set_timesteps(pipe, scheduler, steps, height, width)
+
+
+def network(pipe):
+    """The pipeline's denoising network (its UNet or transformer)."""
+    return family_of(pipe).network(pipe)
+
+
+def native_size(pipe) -> int:
+    return family_of(pipe).native_size(pipe)
+
+
+def size_multiple(pipe) -> int:
+    return family_of(pipe).size_multiple(pipe)
+
+
 def initial_latents(pipe, scheduler, generators, height: int, width: int, dtype):
     return family_of(pipe).latents(pipe, scheduler, generators, height, width, dtype)
 
@@ -70,5 +105,6 @@ def decode(pipe, latents, output_type: str = "pil", finite: list | None = None):
     return family_of(pipe).decode(pipe, latents, output_type, finite)
 
 
-__all__ = ["FAMILIES", "PIPELINES", "Family", "decode", "denoiser", "encode_texts", "family_of", "initial_latents",
-           "negative_cond", "null_cond", "pipeline_names"]
+__all__ = ["FAMILIES", "PIPELINES", "Family", "decode", "denoiser", "encode_texts", "family_of", "guidance_distilled",
+           "initial_latents", "unsupported",
+           "native_size", "negative_cond", "network", "null_cond", "pipeline_names", "set_timesteps", "size_multiple"]

@@ -46,6 +46,18 @@ class Family:
         """The denoising network the pipeline calls (a UNet here; a transformer in other families)."""
         return pipe.unet
 
+    def native_size(self, pipe) -> int:
+        """The pipeline's default image side in pixels (what `height=None` gives)."""
+        return self.network(pipe).config.sample_size * pipe.vae_scale_factor
+
+    def size_multiple(self, pipe) -> int:
+        """Image sides the pipeline accepts are multiples of this."""
+        return pipe.vae_scale_factor
+
+    def set_timesteps(self, pipe, scheduler, steps: int, height: int, width: int) -> None:
+        """The scheduler's timesteps for `steps` inference steps, as the pipeline sets them."""
+        scheduler.set_timesteps(steps, device=pipe._execution_device)
+
     def predict(self, network, scheduler, z: torch.Tensor, t, cond: Cond) -> torch.Tensor:
         """One batched forward, as the pipeline's loop calls its network: a UNet with the text
         embeddings, and the condition's other inputs as `added_cond_kwargs` (SDXL's)."""
@@ -56,9 +68,10 @@ class Family:
     def latents(self, pipe, scheduler, generators, height: int, width: int, dtype) -> torch.Tensor:
         """z_T drawn per sample from its own generator, as `prepare_latents` does with a generator list."""
         f = pipe.vae_scale_factor
-        shape = (len(generators), pipe.unet.config.in_channels, height // f, width // f)
+        shape = (len(generators), self.network(pipe).config.in_channels, height // f, width // f)
         z = randn_tensor(shape, generator=generators, device=pipe._execution_device, dtype=dtype)
-        return z * scheduler.init_noise_sigma
+        sigma = getattr(scheduler, "init_noise_sigma", None)  # flow-matching schedulers start at z_T = ε
+        return z if sigma is None else z * sigma
 
     # decoding, as the pipeline's own tail: the hooks below are where the families differ
 
@@ -87,7 +100,8 @@ class Family:
         upcast = self.upcast_vae(pipe)
         if upcast:
             vae.to(torch.float32)
-        latents = latents.to(dtype=next(iter(vae.post_quant_conv.parameters())).dtype, device=vae.device)
+        post = getattr(vae, "post_quant_conv", None)  # SD3's VAE has none
+        latents = latents.to(dtype=vae.dtype if post is None else next(iter(post.parameters())).dtype, device=vae.device)
         image = vae.decode(self.unscale(vae, latents), return_dict=False)[0]
         if finite is not None:
             finite[:] = [a and b for a, b in zip(finite, finite_rows(image))]

@@ -74,6 +74,8 @@ class Call:
 
     def params(self) -> dict:
         """The run's record fields: the method's own, then what every record carries."""
+        from .. import families
+
         pipe = self.pipe
         return {
             "guidance_scale": self.guidance_scale,
@@ -82,11 +84,12 @@ class Call:
             "num_inference_steps": self.steps,
             "height": self.height,
             "width": self.width,
+            "family": families.family_of(pipe).name,
             "scheduler": type(pipe.scheduler).__name__,
             "scheduler_config": dict(pipe.scheduler.config),
             "model": pipe.config._name_or_path,
             "pipeline": type(pipe).__name__,
-            "dtype": str(pipe.unet.dtype).removeprefix("torch."),
+            "dtype": str(families.network(pipe).dtype).removeprefix("torch."),
         }
 
     def chain(self, denoise, strategy, pos, null, neg, seeds, callback=None) -> torch.Tensor:
@@ -96,7 +99,7 @@ class Call:
         from .. import families, sampler
 
         scheduler = self.pipe.scheduler
-        scheduler.set_timesteps(self.steps, device=self.pipe._execution_device)
+        families.set_timesteps(self.pipe, scheduler, self.steps, self.height, self.width)
         if len(scheduler.timesteps) != self.steps:
             raise ValueError(
                 f"scheduler {type(scheduler).__name__} takes {len(scheduler.timesteps)} model steps for "
