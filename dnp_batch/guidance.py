@@ -57,6 +57,18 @@ def prediction_from_x0(x0: torch.Tensor, z: torch.Tensor, alpha, sigma, predicti
     raise ValueError(f"answer.negative_eps x0: unsupported prediction_type {prediction_type!r}")
 
 
+def x0_from_velocity(v: torch.Tensor, z: torch.Tensor, sigma) -> torch.Tensor:
+    """§Flow-matching families, ANSWER `x0`: at z = (1 - σ) x0 + σ ε the model predicts v = ε - x0,
+    so x0 = z - σ·v."""
+    return z - sigma * v
+
+
+def velocity_from_x0(x0: torch.Tensor, z: torch.Tensor, sigma) -> torch.Tensor:
+    """§Flow-matching families, ANSWER `x0`: the velocity that explains z with clean image x0,
+    v = (z - x0) / σ."""
+    return (z - x0) / sigma
+
+
 def apg(eps_null: torch.Tensor, eps_p: torch.Tensor, diff: torch.Tensor, w: float, eta: float = 1.0,
         norm_threshold: float = 15.0) -> torch.Tensor:
     """§APG (Sadat et al. 2024) as diffusers' `normalized_guidance`: `diff` (eps_p - eps_∅, or its

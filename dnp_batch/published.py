@@ -1,5 +1,5 @@
 """Published settings of the pipelines' parts that the tiny twins (`dnp_batch.tiny`) and the toy
-world's model are both built with: SD/SDXL's scheduler configs and CLIP's byte-level BPE alphabet."""
+world's model are both built with: SD/SDXL/SD3's scheduler configs and CLIP's byte-level BPE alphabet."""
 
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ SD_SCHEDULER_CONFIG = {
     "set_alpha_to_one": False,
     "skip_prk_steps": True,
 }
+
+# stabilityai/stable-diffusion-3.5-large (and -medium, and SD3-medium): scheduler/scheduler_config.json
+SD3_SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "shift": 3.0}
 
 
 def bytes_to_unicode() -> list[str]:

@@ -25,13 +25,16 @@ from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
 from open_clip.model import CLIP
 from safetensors.torch import save_file
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     Blip2Config,
     Blip2ForConditionalGeneration,
@@ -56,9 +59,12 @@ from transformers import (
     GPT2TokenizerFast,
     CLIPVisionConfig,
     OPTConfig,
+    T5Config,
+    T5EncoderModel,
+    T5TokenizerFast,
 )
 
-from .published import SD_SCHEDULER_CONFIG, SDXL_SCHEDULER_CONFIG, bytes_to_unicode
+from .published import SD3_SCHEDULER_CONFIG, SD_SCHEDULER_CONFIG, SDXL_SCHEDULER_CONFIG, bytes_to_unicode
 from .runtime import quiet_progress_bars
 from .scoring import CONFIG_NAME as CLIP_CONFIG_NAME
 from .scoring import WEIGHTS_NAME as CLIP_WEIGHTS_NAME
@@ -193,6 +199,56 @@ def sd_pipeline(sample_size: int = 8, block_out_channels: tuple[int, int] = (32,
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
+    )
+
+
+def t5_tokenizer() -> T5TokenizerFast:
+    """A T5-style tokenizer (<pad> 0, </s> 1, <unk> 2; a Unigram model over characters and a few
+    words, with SentencePiece's ▁ word marker), so SD3's third text encoder runs as in the real one."""
+    words = ["▁a", "▁red", "▁cube", "▁on", "▁blue", "▁table", "▁photo", "▁of", "▁the", "▁and"]
+    chars = [chr(c) for c in range(32, 127)] + ["▁"]
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(w, -2.0) for w in words] + [(c, -5.0) for c in chars]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", 1)])
+    return T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                           extra_ids=0, model_max_length=512)
+
+
+def sd3_pipeline() -> StableDiffusion3Pipeline:
+    """A tiny random SD3.5-style pipeline (64 px by default; 16-channel latents 8×8, 2×2 patches:
+    the layout of diffusers' SD3 pipeline tests, with SD3.5-large's RMS q/k norm)."""
+    tok = clip_tokenizer()
+    text_config = _text_config(tok)
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=8,
+        num_attention_heads=4, joint_attention_dim=64, caption_projection_dim=32, pooled_projection_dim=64,
+        pos_embed_max_size=16, qk_norm="rms_norm",
+    )
+    torch.manual_seed(3)
+    vae = AutoencoderKL(
+        block_out_channels=[32, 64, 64, 64], in_channels=3, out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=16, norm_num_groups=32, sample_size=64, use_quant_conv=False, use_post_quant_conv=False,
+        scaling_factor=1.5305, shift_factor=0.0609,  # SD3's
+    )
+    torch.manual_seed(1)
+    text_encoder = CLIPTextModelWithProjection(text_config)
+    torch.manual_seed(2)
+    text_encoder_2 = CLIPTextModelWithProjection(text_config)
+    t5_tok = t5_tokenizer()
+    torch.manual_seed(4)
+    text_encoder_3 = T5EncoderModel(T5Config(
+        vocab_size=len(t5_tok), d_model=64, d_kv=16, d_ff=37, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    ))
+    return StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler.from_config(SD3_SCHEDULER_CONFIG),
+        vae=vae, text_encoder=text_encoder, tokenizer=tok, text_encoder_2=text_encoder_2, tokenizer_2=clip_tokenizer(),
+        text_encoder_3=text_encoder_3, tokenizer_3=t5_tok,
     )
 
 
@@ -466,6 +522,7 @@ def build_tiny_imagereward(out: Path) -> None:
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "sdxl": _save_diffusers(sdxl_pipeline),
     "sd": _save_diffusers(sd_pipeline),
+    "sd3": _save_diffusers(sd3_pipeline),
     "blip2": build_tiny_blip2,
     "clip": build_tiny_clip,
     "pickscore": build_tiny_pickscore,

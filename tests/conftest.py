@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny SD/SDXL pipelines built once per session, loaded through the real loader."""
+"""Shared fixtures: tiny SD/SDXL/SD3 pipelines built once per session, loaded through the real loader."""
 
 import os
 import secrets
@@ -45,6 +45,17 @@ def tiny_sdxl_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_sd_dir(tmp_path_factory):
     return build_tiny("sd", tmp_path_factory.mktemp("tiny") / "sd")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3_dir(tmp_path_factory):
+    return build_tiny("sd3", tmp_path_factory.mktemp("tiny") / "sd3")
+
+
+@pytest.fixture
+def tiny_sd3(tiny_sd3_dir):
+    """A fresh tiny SD3.5-style pipeline (MMDiT, flow matching) per test."""
+    return load_pipeline(tiny_sd3_dir)
 
 
 @pytest.fixture

@@ -42,12 +42,15 @@ def test_ray_job_submit_runs_the_job_on_a_live_cluster(live_head, tmp_path):
 
 def test_dag_on_a_three_node_cluster_gives_the_in_process_bytes(ray_env, tmp_path, monkeypatch):
     """auto-DNP's two-stage DAG, two generation actors, on a head and two worker nodes, its prompts
-    streamed from the file (PromptSet) against the in-process run from samples held in memory."""
+    streamed from the file (PromptSet) against the in-process run from samples held in memory; then
+    the same on the tiny SD3 (a flow-matching transformer; one actor per stage) on that cluster."""
     for key, value in ray_env.items():
         monkeypatch.setenv(key, value)
-    cfg = load_config(FAST, method="auto-dnp", sets=["stages.generate.actors=2", "output.samples_per_shard=1"])
+    configs = {"sd": load_config(FAST, method="auto-dnp", sets=["stages.generate.actors=2", "output.samples_per_shard=1"]),
+               "sd3": load_config(FAST.parent / "tiny-sd3.yaml", method="auto-dnp", sets=["steps=3"])}
     samples = expand_samples(read_prompts(PROMPTS), 1)
-    run(cfg, samples, str(tmp_path / "local"), run_local)
+    for name, cfg in configs.items():
+        run(cfg, samples, str(tmp_path / f"local-{name}"), run_local)
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     for _ in range(2):
@@ -56,15 +59,17 @@ def test_dag_on_a_three_node_cluster_gives_the_in_process_bytes(ray_env, tmp_pat
         ray.init(address=cluster.address)
         assert len([n for n in ray.nodes() if n["Alive"]]) == 3
         with ListenerWatch(process_tree(psutil.Process())) as watch:  # the simulated nodes are our children
-            summary = run(cfg, PromptSet(PROMPTS, 1), str(tmp_path / "ray"), run_ray)  # streamed: workers read shards
+            summaries = {name: run(cfg, PromptSet(PROMPTS, 1), str(tmp_path / f"ray-{name}"), run_ray)
+                         for name, cfg in configs.items()}  # streamed: workers read shards
     finally:
         ray.shutdown()
         cluster.shutdown()
     assert len([l for l in watch.listeners if l[2] == "gcs_server"]) >= 1 and watch.non_loopback() == []
     assert watch.gcs_env and all(e == {"RAY_AUTH_MODE": "token", "token": True} for e in watch.gcs_env.values())
-    assert summary.samples == 4 and summary.failed == 0
-    local, distributed = read_run(tmp_path / "local"), read_run(tmp_path / "ray")
-    assert sorted(distributed) == EXAMPLE_KEYS
-    for key in EXAMPLE_KEYS:
-        assert distributed[key]["png"] == local[key]["png"]
-        assert distributed[key]["dns.png"] == local[key]["dns.png"]
+    for name, summary in summaries.items():
+        assert summary.samples == 4 and summary.failed == 0
+        local, distributed = read_run(tmp_path / f"local-{name}"), read_run(tmp_path / f"ray-{name}")
+        assert sorted(distributed) == EXAMPLE_KEYS
+        for key in EXAMPLE_KEYS:
+            assert distributed[key]["png"] == local[key]["png"], (name, key)
+            assert distributed[key]["dns.png"] == local[key]["dns.png"], (name, key)

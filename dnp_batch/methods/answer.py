@@ -86,9 +86,15 @@ def vp_coefficients(scheduler, step_index: int) -> tuple[float, float, float]:
 def negative_from_x0(scheduler, pred: torch.Tensor, z_end: torch.Tensor, end: int, z: torch.Tensor,
                      start: int) -> torch.Tensor:
     """§ANSWER `x0`: a prediction at (z_end, step `end`) -> its clean image -> the prediction that
-    explains z at step `start` with that clean image (the scheduler's prediction type)."""
+    explains z at step `start` with that clean image (the scheduler's prediction type, or a
+    flow-matching scheduler's velocity)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
     from .. import guidance
 
+    if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):  # a velocity on z = (1 - σ) x0 + σ ε
+        x0 = guidance.x0_from_velocity(pred, z_end, float(scheduler.sigmas[end]))
+        return guidance.velocity_from_x0(x0, z, float(scheduler.sigmas[start]))
     kind = scheduler.config.prediction_type
     alpha_e, sigma_e, c_e = vp_coefficients(scheduler, end)
     alpha_i, sigma_i, c_i = vp_coefficients(scheduler, start)
