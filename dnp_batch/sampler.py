@@ -63,22 +63,32 @@ class Batch:
 
 
 class Denoiser:
-    """The pipeline's network as pred(z, t, conds): one batched forward for all branches, made by
-    its family's `predict(network, scheduler, z, t, cond)` (`dnp_batch.families.denoiser(pipe)`
-    builds one); counts NFE per sample."""
+    """The pipeline's network as pred(z, t, conds), made by its family (`dnp_batch.families.denoiser(pipe)`):
+    `forward(network, scheduler, z, t, conds)` gives one prediction per condition (by default one
+    batched call for all branches, as the UNet pipelines and SD3 do; Qwen-Image calls each branch
+    on its own), and `finish(combined, reference)` is the family's last touch on a guided prediction
+    (Qwen-Image's per-token rescale to the reference branch's norm; by default none). Counts NFE per
+    sample and network calls."""
 
-    def __init__(self, network, predict: Callable):
+    def __init__(self, network, forward: Callable, finish: Callable | None = None):
         self.network = network
-        self.predict = predict
+        self.forward = forward
+        self.finish_combined = finish
         self.nfe = 0  # network evaluations per sample (one per branch)
-        self.calls = 0  # batched forwards
+        self.calls = 0  # network calls
 
     def __call__(self, scheduler, z: torch.Tensor, t, conds: Sequence[Cond]) -> list[torch.Tensor]:
-        n = len(conds)
-        pred = self.predict(self.network, scheduler, torch.cat([z] * n) if n > 1 else z, t, Cond.cat(conds))
-        self.calls += 1
-        self.nfe += n
-        return list(pred.chunk(n))
+        preds, calls = self.forward(self.network, scheduler, z, t, list(conds))
+        self.calls += calls
+        self.nfe += len(conds)
+        return preds
+
+    def rescale(self, eps: torch.Tensor, reference: torch.Tensor, guidance_rescale: float = 0.0) -> torch.Tensor:
+        """A guided prediction's finish: `guidance_rescale` (only when > 0, as the pipelines do, so
+        that 0 stays bit-identical to diffusers), then the family's own (`finish`), both against
+        `reference`, the branch the method treats as positive (∅ for DNS)."""
+        eps = rescale(eps, reference, guidance_rescale)
+        return eps if self.finish_combined is None else self.finish_combined(eps, reference)
 
 
 # A method's strategy: (denoiser, scheduler, i, t, z, batch) -> the guided prediction (dnp_batch.methods)
@@ -105,7 +115,8 @@ def dns_chain(denoise, scheduler, i, z, batch, w_dns, num_steps, first=None):
     ts = scheduler.timesteps
     for j in range(num_steps):
         pair = first if j == 0 and first is not None else denoise(chain, z, ts[i + j], [batch.null, batch.pos])
-        z = chain.step(guidance.dns(*pair, w_dns), ts[i + j], z, **kwargs, return_dict=False)[0]
+        z = chain.step(denoise.rescale(guidance.dns(*pair, w_dns), pair[0]), ts[i + j], z, **kwargs,
+                       return_dict=False)[0]
     return z, chain
 
 

@@ -77,7 +77,7 @@ def negative_cond(pipe, texts: Sequence[str | None], null: Cond, height: int, wi
 def denoiser(pipe) -> Denoiser:
     """The pipeline's network as the sampler calls it: one batched forward per step, made by its family."""
     family = family_of(pipe)
-    return Denoiser(family.network(pipe), family.predict)
+    return Denoiser(family.network(pipe), family.forward, family.guided_rescale(pipe))
 
 
 def set_timesteps(pipe, scheduler, steps: int, height: int, width: int) -> None:

@@ -58,6 +58,19 @@ class Family:
         """The scheduler's timesteps for `steps` inference steps, as the pipeline sets them."""
         scheduler.set_timesteps(steps, device=pipe._execution_device)
 
+    def forward(self, network, scheduler, z: torch.Tensor, t, conds: list[Cond]) -> tuple[list[torch.Tensor], int]:
+        """One prediction per condition and the number of network calls made: by default all
+        branches in one batched call, [branch 0's samples, branch 1's, ...], as the pipelines batch
+        CFG's [∅, p]."""
+        n = len(conds)
+        pred = self.predict(network, scheduler, torch.cat([z] * n) if n > 1 else z, t, Cond.cat(conds))
+        return list(pred.chunk(n)), 1
+
+    def guided_rescale(self, pipe):
+        """The family's last touch on a guided prediction, `f(combined, reference)`, or None (most
+        families: none)."""
+        return None
+
     def predict(self, network, scheduler, z: torch.Tensor, t, cond: Cond) -> torch.Tensor:
         """One batched forward, as the pipeline's loop calls its network: a UNet with the text
         embeddings, and the condition's other inputs as `added_cond_kwargs` (SDXL's)."""

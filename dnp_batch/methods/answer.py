@@ -119,7 +119,7 @@ class AnswerStrategy:
         k = self.ks[i]
         eps_neg = eps_null if k == 0 else self.negative(denoise, scheduler, i, z, eps_null, eps_p, k, batch)
         eps = guidance.answer_guidance(eps_null, eps_p, eps_neg, self.guidance_scale, self.negative_scale)
-        return sampler.rescale(eps, eps_p, self.guidance_rescale)
+        return denoise.rescale(eps, eps_p, self.guidance_rescale)
 
     def negative(self, denoise, scheduler, i, z, eps_null, eps_p, k, batch):
         """§ANSWER step 2: a K-step DNS mini-chain (its first step reuses the main pair), then Normalize."""
@@ -128,7 +128,8 @@ class AnswerStrategy:
         z_neg, chain = sampler.dns_chain(denoise, scheduler, i, z, batch, self.dns_guidance_scale, k, (eps_null, eps_p))
         t_end = scheduler.timesteps[i + k]
         if self.negative_eps in ("dns_guided", "x0"):
-            x = guidance.dns(*denoise(chain, z_neg, t_end, [batch.null, batch.pos]), self.dns_guidance_scale)
+            pair = denoise(chain, z_neg, t_end, [batch.null, batch.pos])
+            x = denoise.rescale(guidance.dns(*pair, self.dns_guidance_scale), pair[0])
             if self.negative_eps == "x0":
                 x = negative_from_x0(scheduler, x, z_neg, i + k, z, i)
         elif self.negative_eps == "uncond":

@@ -41,7 +41,7 @@ class ApgStrategy:
     running: torch.Tensor | float = 0.0
 
     def __call__(self, denoise, scheduler, i, t, z, batch):
-        from .. import guidance, sampler  # here, not at the top: reading a config loads no torch
+        from .. import guidance  # here, not at the top: reading a config loads no torch
 
         eps_null, eps_p = denoise(scheduler, z, t, [batch.null, batch.pos])
         if i == 0:
@@ -54,7 +54,7 @@ class ApgStrategy:
                 self.running = diff + self.momentum * self.running
                 diff = self.running
             eps = guidance.apg(eps_null, eps_p, diff, self.guidance_scale, self.eta, self.norm_threshold)
-        return sampler.rescale(eps, eps_p, self.guidance_rescale)
+        return denoise.rescale(eps, eps_p, self.guidance_rescale)
 
 
 class Apg(Method):

@@ -13,10 +13,10 @@ class CfgStrategy:
     guidance_rescale: float = 0.0
 
     def __call__(self, denoise, scheduler, i, t, z, batch):
-        from .. import guidance, sampler  # here, not at the top: reading a config loads no torch
+        from .. import guidance  # here, not at the top: reading a config loads no torch
 
         eps_null, eps_p = denoise(scheduler, z, t, [batch.null, batch.pos])
-        return sampler.rescale(guidance.cfg(eps_null, eps_p, self.guidance_scale), eps_p, self.guidance_rescale)
+        return denoise.rescale(guidance.cfg(eps_null, eps_p, self.guidance_scale), eps_p, self.guidance_rescale)
 
 
 class Cfg(Method):

@@ -45,7 +45,7 @@ class CnpStrategy:
             self.neg = self.describe(z_dns, i)
         eps_n, eps_p = denoise(scheduler, z, t, [self.neg, batch.pos])
         eps = guidance.negative_prompt_guidance(eps_n, eps_p, self.guidance_scale)
-        return sampler.rescale(eps, eps_p, self.guidance_rescale)
+        return denoise.rescale(eps, eps_p, self.guidance_rescale)
 
 
 class Cnp(Method):

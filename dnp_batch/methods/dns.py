@@ -13,11 +13,11 @@ class DnsStrategy:
     guidance_rescale: float = 0.0
 
     def __call__(self, denoise, scheduler, i, t, z, batch):
-        from .. import guidance, sampler  # here, not at the top: reading a config loads no torch
+        from .. import guidance  # here, not at the top: reading a config loads no torch
 
         eps_null, eps_p = denoise(scheduler, z, t, [batch.null, batch.pos])
         # The positive branch of DNS is ∅, so a rescale refers to eps_∅.
-        return sampler.rescale(guidance.dns(eps_null, eps_p, self.dns_guidance_scale), eps_null, self.guidance_rescale)
+        return denoise.rescale(guidance.dns(eps_null, eps_p, self.dns_guidance_scale), eps_null, self.guidance_rescale)
 
 
 class Dns(Method):

@@ -13,11 +13,11 @@ class NpStrategy:
     guidance_rescale: float = 0.0
 
     def __call__(self, denoise, scheduler, i, t, z, batch):
-        from .. import guidance, sampler  # here, not at the top: reading a config loads no torch
+        from .. import guidance  # here, not at the top: reading a config loads no torch
 
         eps_n, eps_p = denoise(scheduler, z, t, [batch.neg, batch.pos])
         eps = guidance.negative_prompt_guidance(eps_n, eps_p, self.guidance_scale)
-        return sampler.rescale(eps, eps_p, self.guidance_rescale)
+        return denoise.rescale(eps, eps_p, self.guidance_rescale)
 
 
 class NegativePrompt(Method):
