@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from . import plugins
 
-TINY_MODELS = {"tiny-sdxl": "sdxl", "tiny-sd": "sd", "tiny-sd3": "sd3", "tiny-blip2": "blip2", "tiny-clip": "clip",
+TINY_MODELS = {"tiny-sdxl": "sdxl", "tiny-sd": "sd", "tiny-sd3": "sd3", "tiny-qwenimage": "qwenimage", "tiny-blip2": "blip2", "tiny-clip": "clip",
                "tiny-pickscore": "pickscore", "tiny-hps": "hps", "tiny-imagereward": "imagereward",
                "tiny-aesthetic": "aesthetic"}
 

@@ -1,5 +1,5 @@
 """Published settings of the pipelines' parts that the tiny twins (`dnp_batch.tiny`) and the toy
-world's model are both built with: SD/SDXL/SD3's scheduler configs and CLIP's byte-level BPE alphabet."""
+world's model are both built with: SD/SDXL/SD3/Qwen-Image's scheduler configs and CLIP's byte-level BPE alphabet."""
 
 from __future__ import annotations
 
@@ -31,6 +31,14 @@ SD_SCHEDULER_CONFIG = {
 
 # stabilityai/stable-diffusion-3.5-large (and -medium, and SD3-medium): scheduler/scheduler_config.json
 SD3_SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "shift": 3.0}
+
+# Qwen/Qwen-Image: scheduler/scheduler_config.json (the resolution-dependent exponential shift)
+QWENIMAGE_SCHEDULER_CONFIG = {
+    "base_image_seq_len": 256, "base_shift": 0.5, "invert_sigmas": False, "max_image_seq_len": 8192,
+    "max_shift": 0.9, "num_train_timesteps": 1000, "shift": 1.0, "shift_terminal": 0.02,
+    "stochastic_sampling": False, "time_shift_type": "exponential", "use_beta_sigmas": False,
+    "use_dynamic_shifting": True, "use_exponential_sigmas": False, "use_karras_sigmas": False,
+}
 
 
 def bytes_to_unicode() -> list[str]:

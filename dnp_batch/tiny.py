@@ -25,7 +25,10 @@ from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
     EulerDiscreteScheduler,
+    AutoencoderKLQwenImage,
     FlowMatchEulerDiscreteScheduler,
+    QwenImagePipeline,
+    QwenImageTransformer2DModel,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
     StableDiffusionPipeline,
@@ -59,12 +62,15 @@ from transformers import (
     GPT2TokenizerFast,
     CLIPVisionConfig,
     OPTConfig,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2TokenizerFast,
     T5Config,
     T5EncoderModel,
     T5TokenizerFast,
 )
 
-from .published import SD3_SCHEDULER_CONFIG, SD_SCHEDULER_CONFIG, SDXL_SCHEDULER_CONFIG, bytes_to_unicode
+from .published import QWENIMAGE_SCHEDULER_CONFIG, SD3_SCHEDULER_CONFIG, SD_SCHEDULER_CONFIG, SDXL_SCHEDULER_CONFIG, bytes_to_unicode
 from .runtime import quiet_progress_bars
 from .scoring import CONFIG_NAME as CLIP_CONFIG_NAME
 from .scoring import WEIGHTS_NAME as CLIP_WEIGHTS_NAME
@@ -250,6 +256,64 @@ def sd3_pipeline() -> StableDiffusion3Pipeline:
         vae=vae, text_encoder=text_encoder, tokenizer=tok, text_encoder_2=text_encoder_2, tokenizer_2=clip_tokenizer(),
         text_encoder_3=text_encoder_3, tokenizer_3=t5_tok,
     )
+
+
+_QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                 "<|image_pad|>"]
+# The words of QwenImagePipeline's prompt template (and a few for prompts), each made one token, so
+# that the template's system part is 34 tokens as with the real tokenizer: the pipeline drops
+# exactly that many (`prompt_template_encode_start_idx`).
+_QWEN_WORDS = ["system", "user", "assistant", "Describe", " the", " image", " by", " detailing", " color", " shape",
+               " size", " texture", " quantity", " text", " spatial", " relationships", " of", " objects", " and",
+               " background", " a", " red", " cube", " on", " blue", " table", " photo"]
+
+
+def qwen_tokenizer() -> Qwen2TokenizerFast:
+    """A Qwen2-style byte-level BPE tokenizer (the chat template's special tokens; pad = <|endoftext|>)."""
+    symbols = bytes_to_unicode()
+    byte_of = {chr(b): symbols[b] for b in range(256)}
+    vocab, merges = {sym: i for i, sym in enumerate(symbols)}, []
+    for word in _QWEN_WORDS:
+        w = "".join(byte_of[c] for c in word)
+        for k in range(2, len(w) + 1):
+            if w[:k] not in vocab:
+                merges.append((w[:k - 1], w[k - 1]))
+                vocab[w[:k]] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(_QWEN_SPECIAL)
+    return Qwen2TokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                              unk_token=None, bos_token=None, model_max_length=32768)
+
+
+def qwenimage_pipeline() -> QwenImagePipeline:
+    """A tiny random Qwen-Image pipeline (64 px by default; 16-channel latents 8×8 packed into 2×2
+    patches, as the real one): a 2-layer Qwen2.5-VL text encoder, a 2-block QwenImage MMDiT, the
+    Wan-style VAE with Qwen-Image's latent mean/std and 8× factor; the published scheduler config."""
+    tok = qwen_tokenizer()
+    ids = {t: tok.convert_tokens_to_ids(t) for t in _QWEN_SPECIAL}
+    torch.manual_seed(0)
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2, in_channels=64, out_channels=16, num_layers=2, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=32, guidance_embeds=False, axes_dims_rope=(4, 6, 6),
+    )
+    torch.manual_seed(3)
+    vae = AutoencoderKLQwenImage(base_dim=16, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1,
+                                 temperal_downsample=[False, True, True])
+    torch.manual_seed(1)
+    text_encoder = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 2,
+                     "num_key_value_heads": 2, "vocab_size": len(tok), "max_position_embeddings": 1024,
+                     "rope_scaling": {"mrope_section": [2, 3, 3], "rope_type": "default", "type": "default"},
+                     "rope_theta": 1000000.0, "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+                     "pad_token_id": ids["<|endoftext|>"]},
+        vision_config={"depth": 1, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 32},
+        vocab_size=len(tok), vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|image_pad|>"],
+    ))
+    return QwenImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler.from_config(QWENIMAGE_SCHEDULER_CONFIG),
+                             vae=vae, text_encoder=text_encoder, tokenizer=tok, transformer=transformer)
 
 
 def _save_diffusers(make: Callable[[], object]) -> Callable[[Path], None]:
@@ -523,6 +587,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "sdxl": _save_diffusers(sdxl_pipeline),
     "sd": _save_diffusers(sd_pipeline),
     "sd3": _save_diffusers(sd3_pipeline),
+    "qwenimage": _save_diffusers(qwenimage_pipeline),
     "blip2": build_tiny_blip2,
     "clip": build_tiny_clip,
     "pickscore": build_tiny_pickscore,

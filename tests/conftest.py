@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny SD/SDXL/SD3 pipelines built once per session, loaded through the real loader."""
+"""Shared fixtures: tiny SD/SDXL/SD3/Qwen-Image pipelines built once per session, loaded through the real loader."""
 
 import os
 import secrets
@@ -56,6 +56,17 @@ def tiny_sd3_dir(tmp_path_factory):
 def tiny_sd3(tiny_sd3_dir):
     """A fresh tiny SD3.5-style pipeline (MMDiT, flow matching) per test."""
     return load_pipeline(tiny_sd3_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwenimage_dir(tmp_path_factory):
+    return build_tiny("qwenimage", tmp_path_factory.mktemp("tiny") / "qwenimage")
+
+
+@pytest.fixture
+def tiny_qwenimage(tiny_qwenimage_dir):
+    """A fresh tiny Qwen-Image pipeline (MMDiT on packed latents, Qwen2.5-VL text) per test."""
+    return load_pipeline(tiny_qwenimage_dir)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""The flow-matching families (docs/METHODS.md §Flow-matching families) on their tiny twins: cfg /
-np / dns against the diffusers pipelines themselves, and every method's invariants there."""
+"""The flow-matching families (docs/METHODS.md §Flow-matching families) on their tiny twins, SD3.5
+and Qwen-Image: cfg / np / dns against the diffusers pipelines themselves, and every method's
+invariants there."""
 
 import copy
 
@@ -15,20 +16,37 @@ STEPS, SIZE, W = 5, 64, 6.0
 PROMPT, NEG, SEED = "a red cube on a blue table", "blurry, low quality", 11
 
 
-@pytest.fixture(params=["sd3"])
-def pipe(request, tiny_sd3):
-    return {"sd3": tiny_sd3}[request.param]
+@pytest.fixture(params=["sd3", "qwenimage"])
+def pipe(request):
+    return request.getfixturevalue(f"tiny_{request.param}")
 
 
 def diffusers_call(pipe, method, output_type, seed=SEED, prompt=PROMPT, neg=NEG):
-    """The pipeline call docs/METHODS.md pins for each method (dns: positive ∅ = "", negative p)."""
-    kw = dict(guidance_scale=W, num_inference_steps=STEPS, height=SIZE, width=SIZE, output_type=output_type,
+    """The pipeline call docs/METHODS.md pins for each method: ∅ is SD3's "" and Qwen-Image's " "
+    (its true CFG runs only with a negative prompt); dns is positive ∅, negative p. Latents as the
+    pipeline returns them (Qwen-Image's packed into 2×2-patch tokens)."""
+    kw = dict(num_inference_steps=STEPS, height=SIZE, width=SIZE, output_type=output_type,
               generator=torch.Generator().manual_seed(seed))
+    if families.family_of(pipe).name == "qwenimage":
+        kw["true_cfg_scale"], null = W, " "
+    else:
+        kw["guidance_scale"], null = W, ""
     if method == "cfg":
-        return pipe(prompt=prompt, **kw).images
-    if method == "np":
-        return pipe(prompt=prompt, negative_prompt=neg, **kw).images
-    return pipe(prompt="", negative_prompt=prompt, **kw).images
+        out = pipe(prompt=prompt, negative_prompt=None if null == "" else null, **kw).images
+    elif method == "np":
+        out = pipe(prompt=prompt, negative_prompt=neg, **kw).images
+    else:
+        out = pipe(prompt=null, negative_prompt=prompt, **kw).images
+    return torch.as_tensor(out)
+
+
+def as_pipeline_returns(pipe, latents):
+    """Our latents (N, C, H, W) in the layout the pipeline's `output_type="latent"` gives."""
+    if families.family_of(pipe).name == "qwenimage":
+        from dnp_batch.families.qwenimage import pack
+
+        return pack(latents)
+    return latents
 
 
 def ours(pipe, method, output_type="latent", seeds=(SEED,), prompts=(PROMPT,), negs=(NEG,), steps=STEPS, **kw):
@@ -41,8 +59,9 @@ def ours(pipe, method, output_type="latent", seeds=(SEED,), prompts=(PROMPT,), n
 def test_equals_diffusers(pipe, method):
     """Bit for bit: the loop batches [∅ or n, p] into one transformer call as the pipeline does."""
     for output_type in ("latent", "np"):
-        ref = torch.as_tensor(diffusers_call(pipe, method, output_type))
+        ref = diffusers_call(pipe, method, output_type)
         got = torch.as_tensor(ours(pipe, method, output_type).images)
+        got = as_pipeline_returns(pipe, got) if output_type == "latent" else got
         assert got.shape == ref.shape
         assert_close(got, ref, PIPELINE_TOL, f"{output_type} vs diffusers")
 
@@ -51,8 +70,8 @@ def test_batch_of_mixed_prompts_and_seeds_equals_diffusers_one_by_one(pipe):
     prompts, seeds, negs = ["a red cube", "a photo of the table", "a red cube"], [3, 3, 8], ["dark", "", "dark"]
     got = ours(pipe, "np", seeds=seeds, prompts=prompts, negs=negs).images
     for j, (p, s, n) in enumerate(zip(prompts, seeds, negs)):
-        assert_close(got[j:j + 1], diffusers_call(pipe, "np", "latent", seed=s, prompt=p, neg=n), BATCH_TOL,
-                     "batch vs diffusers one by one")
+        assert_close(as_pipeline_returns(pipe, got[j:j + 1]), diffusers_call(pipe, "np", "latent", seed=s, prompt=p, neg=n),
+                     BATCH_TOL, "batch vs diffusers one by one")
 
 
 def test_records_name_the_family_scheduler_and_shift(pipe):
@@ -112,7 +131,8 @@ def test_network_calls_match_the_nfe_formula(pipe, steps, answer):
     ks = answer.schedule(steps)
     expected = 2 * steps + 2 * sum(ks) - (sum(1 for k in ks if k) if answer.negative_eps in ("uncond", "cond") else 0)
     assert sum(rows) == expected == out.records[0]["nfe"]
-    assert len(rows) == steps + sum(ks)
+    # one batched call per main step and per mini-chain step (SD3, as its pipeline); one per branch (Qwen-Image's)
+    assert len(rows) == (expected if families.family_of(pipe).name == "qwenimage" else steps + sum(ks))
 
 
 def test_answer_mixed_batch_equals_one_by_one(pipe):
@@ -182,4 +202,18 @@ def test_a_guidance_distilled_pipeline_is_refused_in_one_line(tmp_path):
         load_pipeline(tmp_path / "flux")
     message = str(err.value)
     assert "\n" not in message and "guidance-distilled FluxPipeline" in message and "no negative branch" in message
-    assert "sd, sdxl, sd3" in message
+    assert "sd, sdxl, sd3, qwenimage" in message
+
+
+def test_qwenimage_rescales_each_guided_prediction_per_token(tiny_qwenimage):
+    """The true-CFG rescale: per 2×2-patch token, the guided velocity has the reference branch's norm."""
+    from dnp_batch.families.qwenimage import norm_rescale, pack
+
+    g = torch.Generator().manual_seed(0)
+    comb, ref = torch.randn(2, 16, 8, 8, generator=g), torch.randn(2, 16, 8, 8, generator=g)
+    out = pack(norm_rescale(comb, ref))
+    torch.testing.assert_close(out.norm(dim=-1), pack(ref).norm(dim=-1))
+    cos = torch.nn.functional.cosine_similarity(out, pack(comb), dim=-1)
+    torch.testing.assert_close(cos, torch.ones_like(cos))  # direction kept
+    rec = ours(tiny_qwenimage, "cfg").records[0]
+    assert rec["family"] == "qwenimage" and rec["norm_rescale"] is True

@@ -9,7 +9,7 @@ import pytest
 
 from jobutil import PROMPTS, REPO, read_run, records, run_job
 
-CONFIGS = {"sd3": REPO / "configs" / "tiny-sd3.yaml"}
+CONFIGS = {"sd3": REPO / "configs" / "tiny-sd3.yaml", "qwenimage": REPO / "configs" / "tiny-qwenimage.yaml"}
 METHODS = ["cfg", "dns", "answer", "auto-dnp", "cnp", "apg"]
 SCORES = {"scores": ["clip", "pickscore", "hps", "imagereward", "aesthetic"],
           "scorers": {"pickscore": {"model": "tiny-pickscore"}, "hps": {"model": "tiny-hps"},

@@ -24,7 +24,7 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("kind", ["sd", "sdxl", "sd3"])
+@pytest.mark.parametrize("kind", ["sd", "sdxl", "sd3", "qwenimage"])
 def test_build_is_byte_identical(kind, request, tmp_path):
     first = request.getfixturevalue(f"tiny_{kind}_dir")
     torch.manual_seed(123)

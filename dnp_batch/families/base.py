@@ -66,6 +66,10 @@ class Family:
         pred = self.predict(network, scheduler, torch.cat([z] * n) if n > 1 else z, t, Cond.cat(conds))
         return list(pred.chunk(n)), 1
 
+    def record(self, pipe) -> dict:
+        """What a record names of the family's own choices (Qwen-Image: its per-token rescale)."""
+        return {}
+
     def guided_rescale(self, pipe):
         """The family's last touch on a guided prediction, `f(combined, reference)`, or None (most
         families: none)."""

@@ -85,6 +85,7 @@ class Call:
             "height": self.height,
             "width": self.width,
             "family": families.family_of(pipe).name,
+            **families.family_of(pipe).record(pipe),
             "scheduler": type(pipe.scheduler).__name__,
             "scheduler_config": dict(pipe.scheduler.config),
             "model": pipe.config._name_or_path,
