@@ -129,6 +129,24 @@ def test_sdxl_configs_ask_for_gpus_fp16_and_methods_defaults(path):
         assert [s.name for s in build_stages([cfg])] == ["dns_caption", "generate", "score", "write"]
 
 
+@pytest.mark.parametrize("name,model,steps,w,size", [
+    ("sd35-cfg", "stabilityai/stable-diffusion-3.5-large", 28, 3.5, 1024),
+    ("sd35-answer", "stabilityai/stable-diffusion-3.5-large", 28, 3.5, 1024),
+    ("sd35-auto-dnp", "stabilityai/stable-diffusion-3.5-large", 28, 3.5, 1024),
+    ("qwenimage-answer", "Qwen/Qwen-Image", 50, 4.0, 1328),
+])
+def test_flow_family_configs_name_the_published_models_in_bfloat16(name, model, steps, w, size):
+    """The model cards' calls: SD3.5-large 28 steps at 3.5, Qwen-Image 50 steps at true_cfg_scale 4."""
+    path = REPO / "configs" / f"{name}.yaml"
+    cfg = load_config(path)
+    assert (cfg.model, cfg.dtype, cfg.device, cfg.steps, cfg.guidance_scale) == (model, "bfloat16", "auto", steps, w)
+    assert cfg.height == cfg.width == size and size % 16 == 0  # VAE factor 8 × 2×2 patches
+    assert cfg.method == name.split("-", 1)[1] and cfg.scheduler is None  # the model's own FlowMatchEuler
+    assert cfg.stages.generate.num_gpus >= 1
+    if cfg.method == "answer":
+        assert cfg.answer == AnswerSettings() and "answer" in load_yaml(path)
+
+
 # --- cluster/ray-cluster.yaml (Ray cluster launcher) --------------------------------------------
 
 
