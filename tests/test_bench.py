@@ -4,12 +4,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_nfe_bench_prints_measured_nfe_matching_the_formula():
-    proc = subprocess.run([sys.executable, "bench/nfe.py", "--repeats", "1", "--steps", "10,30"], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+@pytest.mark.parametrize("family", ["sdxl", "qwenimage"])
+def test_nfe_bench_prints_measured_nfe_matching_the_formula(family):
+    """On a UNet and on the flow transformer that calls once per branch (sd3 batches as the UNets do)."""
+    proc = subprocess.run([sys.executable, "bench/nfe.py", "--repeats", "1", "--steps", "10,30", "--family", family],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines()[1:]]
     assert len(rows) == 2 * 6  # T in (10, 30) x the methods that need no captioner (cfg ... apg)
@@ -79,6 +83,33 @@ def test_fidelity_study_quick_slice_runs_end_to_end(tmp_path):
     for plot in ("adherence_vs_w.png", "adherence_vs_nfe.png", "quality_vs_adherence.png"):
         assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG"
     assert "| variant | w | NFE | all-correct |" in (tmp_path / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("family", ["sd3", "qwenimage"])
+def test_gpu_bench_flow_families_smoke_and_full_size_architectures(family, tmp_path):
+    """bench/gpu.py --family: bare pipe() against CFG and ANSWER on the tiny twin; and the full-size
+    architectures it builds on a GPU have the published sizes (built on the meta device, no memory)."""
+    import json
+
+    import torch
+
+    sys.path.insert(0, str(REPO / "bench"))
+    import gpu
+
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run([sys.executable, "bench/gpu.py", "--smoke", "--family", family, "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["name"] for r in rows} == {"diffusers pipe() cfg", "dnp_batch cfg", "dnp_batch answer"}
+    assert all(r["images_per_s"] > 0 for r in rows) and {r["batch"] for r in rows} == {1, 2}
+    from diffusers import QwenImageTransformer2DModel, SD3Transformer2DModel
+
+    with torch.device("meta"):
+        net = (SD3Transformer2DModel(**gpu.SD35_LARGE_TRANSFORMER) if family == "sd3"
+               else QwenImageTransformer2DModel(**gpu.QWENIMAGE_TRANSFORMER))
+    billions = sum(p.numel() for p in net.parameters()) / 1e9
+    assert abs(billions - {"sd3": 8.1, "qwenimage": 20.4}[family]) < 0.1  # SD3.5-large 8.1B, Qwen-Image 20B
 
 
 def test_gpu_bench_smoke_runs_on_the_cpu(tmp_path):
