@@ -1,6 +1,6 @@
 """The product on the flow-matching families' tiny twins: every method through one sweep job (its
 scorers, report and resume), human DNP's two phases, preference pairs, and `jobs/verify.py` on
-every dataset. The Ray DAG on them: tests/test_ray.py."""
+every dataset. auto-DNP's two-stage Ray DAG under `ray job submit` on tiny SD3.5: tests/test_ray.py."""
 
 import importlib.util
 import json
