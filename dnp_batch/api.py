@@ -92,7 +92,7 @@ def _validate(pipe, prompts, seeds, m, negative_prompts, steps, height, width, o
 
 def _make_call(pipe, prompts, seeds, *, method, negative_prompts=None, guidance_scale, num_inference_steps, height,
                width, dns_guidance_scale, guidance_rescale, captioner, output_type="pil", ids=None, batch_size,
-               callback=None, captions=None) -> methods.Call:
+               callback=None, captions=None, norm_rescale=None) -> methods.Call:
     families.family_of(pipe)  # "pipe must be a diffusers StableDiffusionPipeline or ..., got X"
     m, settings = methods.resolve(method)
     native = families.native_size(pipe)  # the pipelines' own default size
@@ -109,13 +109,13 @@ def _make_call(pipe, prompts, seeds, *, method, negative_prompts=None, guidance_
         raise ValueError(f"method {m.name!r} needs a captioner (e.g. dnp_batch.captioner.Captioner())")
     dns_scale = guidance_scale if dns_guidance_scale is None else dns_guidance_scale
     return methods.Call(pipe, m, guidance_scale, dns_scale, guidance_rescale, num_inference_steps, height, width,
-                        settings, captioner, output_type, callback)
+                        settings, captioner, output_type, callback, families.resolve_norm_rescale(pipe, norm_rescale))
 
 
 def _chunk(run: methods.Call, prompts, seeds, negatives) -> methods.Chunk:
     pos = families.encode_texts(run.pipe, prompts, run.height, run.width)
     null = families.null_cond(run.pipe, pos, run.height, run.width)
-    return methods.Chunk(prompts, seeds, negatives, pos, null, families.denoiser(run.pipe),
+    return methods.Chunk(prompts, seeds, negatives, pos, null, families.denoiser(run.pipe, run.norm_rescale),
                         [{"negative_prompt": None} for _ in prompts])
 
 
@@ -139,6 +139,7 @@ def generate(
     ids: Sequence[str] | None = None,
     batch_size: int = 4,
     callback=None,
+    norm_rescale: bool | None = None,
 ) -> GenerateResult:
     """Sample `prompts` (one seed each) with `method` on a loaded SD/SDXL pipeline.
 
@@ -151,13 +152,14 @@ def generate(
     list of PIL images -> list of str); `answer`; `apg`. `captions` runs only auto-DNP's phase two,
     from the captions of `describe_dns` (its records then count phase two's cost alone). A sample's
     output depends only on its own prompt, seed and the parameters, never on what shares its batch.
-    `callback(dict)` sees every step of the final chain.
+    `callback(dict)` sees every step of the final chain. `norm_rescale` turns Qwen-Image's per-token
+    rescale of guided predictions on or off (None: as its pipeline, on; docs/METHODS.md).
     """
     run = _make_call(pipe, prompts, seeds, method=method, negative_prompts=negative_prompts,
                      guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, height=height,
                      width=width, dns_guidance_scale=dns_guidance_scale, guidance_rescale=guidance_rescale,
                      captioner=captioner, output_type=output_type, ids=ids, batch_size=batch_size,
-                     callback=callback, captions=captions)
+                     callback=callback, captions=captions, norm_rescale=norm_rescale)
     name = run.method.name
     params = run.params()
     outputs, dns_images, records = [], [], []
@@ -207,6 +209,7 @@ def describe_dns(
     dns_guidance_scale: float | None = None,
     guidance_rescale: float = 0.0,
     batch_size: int = 4,
+    norm_rescale: bool | None = None,
 ) -> DnsCaptions:
     """auto-DNP's phase one (docs/METHODS.md §DNP steps 1-2): DNS images and their captions. Phase
     two is `generate(..., method="auto-dnp", captions=...)`; `generate(..., method="auto-dnp")`
@@ -214,7 +217,7 @@ def describe_dns(
     run = _make_call(pipe, prompts, seeds, method=method, guidance_scale=guidance_scale,
                      num_inference_steps=num_inference_steps, height=height, width=width,
                      dns_guidance_scale=dns_guidance_scale, guidance_rescale=guidance_rescale, captioner=captioner,
-                     batch_size=batch_size)
+                     batch_size=batch_size, norm_rescale=norm_rescale)
     if not hasattr(run.method, "describe"):
         raise ValueError(f"method {run.method.name!r} has no DNS + caption phase")
     out = DnsCaptions([], [], [], [])

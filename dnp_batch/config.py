@@ -123,6 +123,7 @@ class JobConfig(Strict):
     guidance_scale: float = methods.DEFAULT_GUIDANCE_SCALE
     dns_guidance_scale: float | None = None  # None = guidance_scale (docs/METHODS.md: w_dns = w)
     guidance_rescale: float = Field(0.0, ge=0.0, le=1.0)
+    norm_rescale: bool | None = None  # Qwen-Image's per-token rescale of guided predictions; None: as its pipeline (on)
     steps: int = Field(methods.DEFAULT_STEPS, ge=1)
     height: int | None = None  # None = the model's native size
     width: int | None = None

@@ -27,7 +27,7 @@ from . import methods
 from .config import JobConfig, load_config, read_yaml_mapping
 
 AXES = (
-    "method", "guidance_scale", "dns_guidance_scale", "guidance_rescale", "scheduler", "steps",
+    "method", "guidance_scale", "dns_guidance_scale", "guidance_rescale", "norm_rescale", "scheduler", "steps",
     *methods.setting_axes(), "model",
 )
 SWEEP_KEYS = ("name", "config", "set", "seeds", "baseline", "grid", "points")

@@ -207,13 +207,24 @@ def test_a_guidance_distilled_pipeline_is_refused_in_one_line(tmp_path):
 
 def test_qwenimage_rescales_each_guided_prediction_per_token(tiny_qwenimage):
     """The true-CFG rescale: per 2×2-patch token, the guided velocity has the reference branch's norm."""
-    from dnp_batch.families.qwenimage import norm_rescale, pack
+    from dnp_batch.families.qwenimage import pack, rescale_to_reference
 
     g = torch.Generator().manual_seed(0)
     comb, ref = torch.randn(2, 16, 8, 8, generator=g), torch.randn(2, 16, 8, 8, generator=g)
-    out = pack(norm_rescale(comb, ref))
+    out = pack(rescale_to_reference(comb, ref))
     torch.testing.assert_close(out.norm(dim=-1), pack(ref).norm(dim=-1))
     cos = torch.nn.functional.cosine_similarity(out, pack(comb), dim=-1)
     torch.testing.assert_close(cos, torch.ones_like(cos))  # direction kept
-    rec = ours(tiny_qwenimage, "cfg").records[0]
-    assert rec["family"] == "qwenimage" and rec["norm_rescale"] is True
+    on = ours(tiny_qwenimage, "cfg")
+    assert on.records[0]["family"] == "qwenimage" and on.records[0]["norm_rescale"] is True
+    assert torch.equal(ours(tiny_qwenimage, "cfg", norm_rescale=True).images, on.images)  # the default
+
+
+def test_qwenimage_rescale_is_a_knob_and_other_families_refuse_it(tiny_qwenimage, tiny_sd3):
+    """norm_rescale=False turns the rescale off (the ablation) and is recorded; SD3 has no such rescale."""
+    off = ours(tiny_qwenimage, "cfg", norm_rescale=False)
+    assert off.records[0]["norm_rescale"] is False
+    assert not torch.allclose(off.images, ours(tiny_qwenimage, "cfg").images)
+    with pytest.raises(ValueError, match="norm_rescale applies to the families with a rescale of guided "
+                                         "predictions \\(qwenimage\\); this pipeline is family 'sd3'"):
+        ours(tiny_sd3, "cfg", norm_rescale=False)

@@ -74,10 +74,25 @@ def negative_cond(pipe, texts: Sequence[str | None], null: Cond, height: int, wi
     return family_of(pipe).negative(pipe, texts, null, height, width)
 
 
-def denoiser(pipe) -> Denoiser:
-    """The pipeline's network as the sampler calls it: one batched forward per step, made by its family."""
+def denoiser(pipe, norm_rescale: bool | None = None) -> Denoiser:
+    """The pipeline's network as the sampler calls it, made by its family (with its rescale of
+    guided predictions when it has one and `norm_rescale` is on)."""
     family = family_of(pipe)
-    return Denoiser(family.network(pipe), family.forward, family.guided_rescale(pipe))
+    return Denoiser(family.network(pipe), family.forward, family.guided_rescale(pipe, norm_rescale))
+
+
+def resolve_norm_rescale(pipe, value: bool | None) -> bool | None:
+    """The family's `norm_rescale` default for None; a ValueError for a value on a family without one."""
+    family = family_of(pipe)
+    if value is None:
+        return family.norm_rescale
+    if isinstance(value, bool) and family.norm_rescale is not None:
+        return value
+    having = [name for name, f in FAMILIES.items() if f.norm_rescale is not None]
+    if not isinstance(value, bool):
+        raise ValueError(f"norm_rescale must be true, false or null, got {value!r}")
+    raise ValueError(f"norm_rescale applies to the families with a rescale of guided predictions "
+                     f"({', '.join(having)}); this pipeline is family {family.name!r}: leave it null")
 
 
 def set_timesteps(pipe, scheduler, steps: int, height: int, width: int) -> None:
@@ -106,5 +121,5 @@ def decode(pipe, latents, output_type: str = "pil", finite: list | None = None):
 
 
 __all__ = ["FAMILIES", "PIPELINES", "Family", "decode", "denoiser", "encode_texts", "family_of", "guidance_distilled",
-           "initial_latents", "unsupported",
+           "initial_latents", "resolve_norm_rescale", "unsupported",
            "native_size", "negative_cond", "network", "null_cond", "pipeline_names", "set_timesteps", "size_multiple"]

@@ -66,11 +66,15 @@ class Family:
         pred = self.predict(network, scheduler, torch.cat([z] * n) if n > 1 else z, t, Cond.cat(conds))
         return list(pred.chunk(n)), 1
 
-    def record(self, pipe) -> dict:
-        """What a record names of the family's own choices (Qwen-Image: its per-token rescale)."""
+    # Qwen-Image's per-token rescale of guided predictions is the one such knob: None here means the
+    # family has none (the `norm_rescale` option is then refused); a family with one gives its default.
+    norm_rescale: ClassVar[bool | None] = None
+
+    def record(self, pipe, norm_rescale: bool | None) -> dict:
+        """What a record names of the family's own choices (Qwen-Image: whether it rescaled)."""
         return {}
 
-    def guided_rescale(self, pipe):
+    def guided_rescale(self, pipe, norm_rescale: bool | None):
         """The family's last touch on a guided prediction, `f(combined, reference)`, or None (most
         families: none)."""
         return None

@@ -36,7 +36,7 @@ def unpack(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return x.view(n, h // 2, w // 2, d // 4, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(n, d // 4, h, w)
 
 
-def norm_rescale(combined: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+def rescale_to_reference(combined: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """The pipeline's true-CFG rescale, per token: combined · ‖reference‖ / ‖combined‖ (docs/METHODS.md
     §Flow-matching families), on unpacked latents."""
     h, w = combined.shape[-2:]
@@ -96,11 +96,13 @@ class QwenImage(Family):
                       img_shapes=[[(1, h // 2, w // 2)]] * n, attention_kwargs={}, return_dict=False)[0]
         return unpack(out, h, w)
 
-    def guided_rescale(self, pipe):
-        return norm_rescale
+    norm_rescale = True  # as the pipeline's true CFG
 
-    def record(self, pipe):
-        return {"norm_rescale": True}
+    def guided_rescale(self, pipe, norm_rescale):
+        return rescale_to_reference if norm_rescale else None
+
+    def record(self, pipe, norm_rescale):
+        return {"norm_rescale": bool(norm_rescale)}
 
     def latents(self, pipe, scheduler, generators, height, width, dtype):
         f = pipe.vae_scale_factor

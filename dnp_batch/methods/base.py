@@ -64,6 +64,7 @@ class Call:
     captioner: Any = None
     output_type: str = "pil"
     callback: Callable[[dict], None] | None = None
+    norm_rescale: bool | None = None  # the family's rescale of guided predictions (Qwen-Image), resolved
 
     def setting(self) -> Strict | None:
         """This run's settings of its method."""
@@ -85,7 +86,7 @@ class Call:
             "height": self.height,
             "width": self.width,
             "family": families.family_of(pipe).name,
-            **families.family_of(pipe).record(pipe),
+            **families.family_of(pipe).record(pipe, self.norm_rescale),
             "scheduler": type(pipe.scheduler).__name__,
             "scheduler_config": dict(pipe.scheduler.config),
             "model": pipe.config._name_or_path,

@@ -32,7 +32,7 @@ class DnsCaptionStage(ModelStage):
             captioner=self.captioner(cfg), method=cfg.method, guidance_scale=cfg.guidance_scale,
             num_inference_steps=cfg.steps, height=cfg.height, width=cfg.width,
             dns_guidance_scale=cfg.dns_guidance_scale, guidance_rescale=cfg.guidance_rescale,
-            batch_size=len(samples))
+            batch_size=len(samples), norm_rescale=cfg.norm_rescale)
         for item, image, caption, nfe, seconds in zip(items, dns.images, dns.captions, dns.nfe, dns.seconds):
             item.update(dns_image=image, caption=caption, dns_nfe=nfe, dns_seconds=seconds, dns_placement=self.placement)
 

@@ -67,7 +67,8 @@ class ModelStage(Stage):
             method=getattr(cfg, method.section) if method.section else cfg.method,  # its name, or its settings
             negative_prompts=negatives, guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.steps,
             height=cfg.height, width=cfg.width, dns_guidance_scale=cfg.dns_guidance_scale,
-            guidance_rescale=cfg.guidance_rescale, ids=[s.key for s in samples], batch_size=len(samples), **kw)
+            guidance_rescale=cfg.guidance_rescale, ids=[s.key for s in samples], batch_size=len(samples),
+            norm_rescale=cfg.norm_rescale, **kw)
 
     def pipeline(self, cfg: JobConfig):
         """The loaded pipeline for `cfg.model` (loaded on first use, or shared with another stage of
