@@ -32,9 +32,19 @@ def main(argv=None) -> int:
     p.add_argument("--t", default="999,960", help="training time steps to probe, comma-separated")
     p.add_argument("--w", type=float, default=1.0, help="CFG scale on v (1: the conditional branch alone)")
     p.add_argument("--n", type=int, default=24, help="prompts (one seed each)")
+    p.add_argument("--raw", action="store_true", help="the training checkpoint's raw weights, not the EMA the "
+                                                      "pipeline holds (MODEL/checkpoint/state.safetensors)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     pipe = load_pipeline(args.model)
+    if args.raw:
+        from pathlib import Path
+
+        from safetensors.torch import load_file
+
+        state = load_file(Path(args.model) / "checkpoint" / "state.safetensors")
+        for prefix, module in (("unet.", pipe.unet), ("text.", pipe.text_encoder)):
+            module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
     unet, tok, te, ac = pipe.unet, pipe.tokenizer, pipe.text_encoder, pipe.scheduler.alphas_cumprod
     pal = {c: torch.tensor(v, dtype=torch.float32) / 127.5 - 1 for c, v in PALETTE.items()}
     xs = torch.arange(32, dtype=torch.float32)
@@ -56,18 +66,35 @@ def main(argv=None) -> int:
             z0 = a.sqrt() * noise - (1 - a).sqrt() * v
         return pipe.vae.decode(z0 / pipe.vae.config.scaling_factor).sample[0].clamp(-1, 1)
 
+    ramp = xs - xs.mean()
+
+    def lean(diff, c1, c2):
+        """How far a difference of two clean-image estimates puts colour c1 (against c2) to the right:
+        the difference projected on the c1 - c2 colour axis, weighted by the pixel's x (or y) offset."""
+        axis = (pal[c1] - pal[c2])[:, None, None]
+        along = (diff * axis).sum(0)
+        return float((along * ramp[None, :]).sum()), float((along * ramp[:, None]).sum())
+
     print(f"{args.model}: CFG w={args.w} on v, {args.n} prompts; offsets in px, first colour minus second")
     for t in (int(s) for s in args.t.split(",")):
         rng = np.random.default_rng(0)
         offsets = {r: [] for r in RELATIONS}
+        leans, seed_leans = [], []
         for k in range(args.n):
             c1, c2 = rng.choice(COLOURS, 2, replace=False)
             s1, s2 = rng.choice(SHAPES), rng.choice(SHAPES)
             noise = torch.randn(1, unet.config.in_channels, 32, 32, generator=torch.Generator().manual_seed(k))
+            other = torch.randn(1, unet.config.in_channels, 32, 32, generator=torch.Generator().manual_seed(10_000 + k))
+            images = {}
             for rel, words in RELATIONS.items():
-                img = x0(f"a {c1} {s1} {words} a {c2} {s2}", noise, t)
+                img = images[rel] = x0(f"a {c1} {s1} {words} a {c2} {s2}", noise, t)
                 (x1, y1), (x2, y2) = centroid(img, str(c1)), centroid(img, str(c2))
                 offsets[rel].append((x1 - x2, y1 - y2))
+            # "right of" minus "left of" should put c1 to the right: a positive x lean; "below" minus "above", y
+            leans.append((lean(images["right"] - images["left"], str(c1), str(c2))[0],
+                          lean(images["below"] - images["above"], str(c1), str(c2))[1]))
+            seed_leans.append(lean(images["left"] - x0(f"a {c1} {s1} to the left of a {c2} {s2}", other, t),
+                                   str(c1), str(c2))[0])
         o = {r: np.array(v) for r, v in offsets.items()}
         for rel, v in o.items():
             print(f"t={t:4d} {rel:6s} dx {v[:, 0].mean():+6.2f} (sd {v[:, 0].std():5.2f})  "
@@ -76,6 +103,11 @@ def main(argv=None) -> int:
         ab = np.abs(o["above"][:, 1] - o["below"][:, 1]).mean()
         print(f"t={t:4d} mean |dx(left) - dx(right)| {lr:.2f} px, |dy(above) - dy(below)| {ab:.2f} px "
               f"(a bound relation: about twice the objects' spacing, ~14 px; none: 0)")
+        ln = np.array(leans)
+        print(f"t={t:4d} lean of (right - left) and (below - above) toward the first colour: positive in "
+              f"{(ln[:, 0] > 0).mean():.2f} and {(ln[:, 1] > 0).mean():.2f} of prompts (bound: 1; blind: ~0.5), "
+              f"mean {ln[:, 0].mean():+.2f} / {ln[:, 1].mean():+.2f}; a change of seed alone leans "
+              f"{np.abs(seed_leans).mean():.2f} on average")
     return 0
 
 
