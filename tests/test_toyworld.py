@@ -196,6 +196,32 @@ def test_resumed_training_equals_an_uninterrupted_run(tmp_path):
         train(tmp_path / "resumed", steps=6, resume=True, **{**settings, "seed": 6})
 
 
+def test_a_stage_from_another_run_continues_it_and_draws_its_high_noise_share(tmp_path):
+    """--init-from with the same settings gives the bytes of resuming; with a high-noise share the
+    time steps are redrawn from [high_from, T) for about that share, and 0 draws nothing extra."""
+    import torch
+
+    from dnp_batch.toyworld.train import timesteps, train
+
+    settings = dict(seed=2, save_every=0, quiet=True, batch_size=4, eval_every=0)
+    train(tmp_path / "first", steps=2, **settings)
+    train(tmp_path / "straight", steps=4, **settings)
+    log = train(tmp_path / "stage", steps=4, init_from=tmp_path / "first", **settings)
+    assert log["steps_done"] == 4 and log["stages"][0]["to_step"] == 2 and len(log["stages"][0]["state_sha256"]) == 64
+    for part in ("unet/diffusion_pytorch_model.safetensors", "checkpoint/state.safetensors"):
+        assert (tmp_path / "straight" / part).read_bytes() == (tmp_path / "stage" / part).read_bytes(), part
+    with pytest.raises(ValueError, match="another directory"):
+        train(tmp_path / "first", steps=4, init_from=tmp_path / "first", **settings)
+    with pytest.raises(ValueError, match="no checkpoint"):
+        train(tmp_path / "other", steps=4, init_from=tmp_path / "nothing", **settings)
+
+    uniform = timesteps(torch.Generator().manual_seed(0), 4000, 1000, 0.0, 985)
+    assert torch.equal(uniform, torch.randint(0, 1000, (4000,), generator=torch.Generator().manual_seed(0)))
+    high = timesteps(torch.Generator().manual_seed(0), 4000, 1000, 0.5, 985)
+    share = float((high >= 985).float().mean())
+    assert 0.45 < share < 0.56 and int(high.max()) <= 999  # half redrawn, plus the uniform draw's 1.5%
+
+
 def test_cool_down_ends_at_zero_and_cannot_be_moved_once_started(tmp_path):
     from dnp_batch.toyworld.train import lr_factor, train
 
