@@ -204,7 +204,8 @@ def test_a_stage_from_another_run_continues_it_and_draws_its_high_noise_share(tm
     from dnp_batch.toyworld.train import timesteps, train
 
     settings = dict(seed=2, save_every=0, quiet=True, batch_size=4, eval_every=0)
-    train(tmp_path / "first", steps=2, **settings)
+    first = train(tmp_path / "first", steps=4, stop_at=2, **settings)  # a stage's exact end
+    assert not first["complete"] and first["steps_done"] == 2
     train(tmp_path / "straight", steps=4, **settings)
     log = train(tmp_path / "stage", steps=4, init_from=tmp_path / "first", **settings)
     assert log["steps_done"] == 4 and log["stages"][0]["to_step"] == 2 and len(log["stages"][0]["state_sha256"]) == 64

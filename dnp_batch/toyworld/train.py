@@ -183,7 +183,8 @@ def _load_checkpoint(path: Path, unet, text_encoder, ema_unet, ema_text, opt, pa
 
 def train(out: str | os.PathLike, seed: int = 0, steps: int = 1000, minutes: float | None = None,
           resume: bool = False, save_every: float = 10.0, log_every: int = 10, quiet: bool = False,
-          device: str = "cpu", init_from: str | os.PathLike | None = None, **overrides) -> dict:
+          device: str = "cpu", init_from: str | os.PathLike | None = None, stop_at: int | None = None,
+          **overrides) -> dict:
     """Train (or, with `resume`, continue) and save into `out`; returns the log. See the module
     docstring. Runs on one thread (the caller's thread count is restored after)."""
     hp = {**DEFAULTS, **overrides}
@@ -200,7 +201,8 @@ def train(out: str | os.PathLike, seed: int = 0, steps: int = 1000, minutes: flo
     torch.set_num_threads(1)
     try:
         return _train(Path(out).expanduser().absolute(), seed, steps, minutes, resume, save_every, log_every, quiet,
-                      torch.device(device), hp, None if init_from is None else Path(init_from).expanduser().absolute())
+                      torch.device(device), hp, None if init_from is None else Path(init_from).expanduser().absolute(),
+                      stop_at)
     finally:
         torch.set_num_threads(threads)
 
@@ -218,7 +220,8 @@ def _validate(pipe, hp: dict, device: torch.device) -> dict:
 
 
 def _train(out: Path, seed: int, steps: int, minutes: float | None, resume: bool, save_every: float, log_every: int,
-           quiet: bool, device: torch.device, hp: dict, init_from: Path | None = None) -> dict:
+           quiet: bool, device: torch.device, hp: dict, init_from: Path | None = None,
+           stop_at: int | None = None) -> dict:
     t_start = time.perf_counter()
     tok = build_tokenizer()
     mean, std = pixel_stats()
@@ -383,6 +386,10 @@ def _train(out: Path, seed: int, steps: int, minutes: float | None, resume: bool
                       flush=True)
         if hp["eval_every"] and step % hp["eval_every"] == 0 and step < steps:
             validate()
+        if stop_at is not None and step >= stop_at and step < steps:
+            event(f"--stop-at {stop_at} reached: stopping; continue with the same command and --resume")
+            stopped = True
+            break
         if minutes is not None and now - session_t0 > minutes * 60 and step < steps:
             event(f"time limit of {minutes} min reached: stopping; continue with the same command and --resume")
             stopped = True
@@ -412,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     parser.add_argument("--save-every", type=float, default=10.0, help="checkpoint every M minutes (0: only at the end)")
     parser.add_argument("--device", default="cpu", help="cpu (deterministic) or e.g. cuda for quick pilot runs")
+    parser.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                        help="stop (resumably) once STEP steps are done, as a time limit would: a stage's "
+                             "exact end, so that a chain of stages can be rerun to the same bytes")
     parser.add_argument("--init-from", default=None, metavar="DIR",
                         help="start a new stage in OUT from DIR's checkpoint (weights, EMA, AdamW state, step) "
                              "with these settings; the log keeps DIR's curve and names it")
@@ -422,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     hp = {k: getattr(args, k) for k in DEFAULTS}
     try:
         train(args.out, seed=args.seed, steps=args.steps, minutes=args.minutes, resume=args.resume,
-              save_every=args.save_every, device=args.device, init_from=args.init_from, **hp)
+              save_every=args.save_every, device=args.device, init_from=args.init_from, stop_at=args.stop_at, **hp)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
