@@ -1,15 +1,14 @@
 """ANSWER's invariants (docs/METHODS.md §ANSWER) on the tiny models."""
 
-import copy
-
 import pytest
 import torch
 
-from dnp_batch import AnswerSettings, families, generate, guidance, sampler
+from dnp_batch import AnswerSettings, generate, guidance
 from dnp_batch.methods.answer import answer_nfe, negative_from_x0
 from dnp_batch.models import set_scheduler
 
 SIZE = 64
+from chains import replay_main_chain, scheduler_state
 from numerics import BATCH_TOL, FORM_TOL, assert_close
 
 
@@ -36,26 +35,6 @@ def test_answer_with_k_differs_from_cfg(pipe):
     assert not torch.allclose(run(pipe, "answer").images, run(pipe, "cfg").images)
 
 
-def _state(scheduler) -> dict:
-    """Everything a scheduler carries from step to step (step index, multistep history, ...)."""
-    return {k: v for k, v in vars(scheduler).items() if not k.startswith("_") or k in ("_step_index", "_begin_index")}
-
-
-def _assert_same(a, b, path="state"):
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and torch.equal(a, b), path
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{path}[{i}]")
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            _assert_same(a[k], b[k], f"{path}.{k}")
-    else:
-        assert a == b, path
-
-
 @pytest.mark.parametrize("scheduler", ["euler", "dpmpp_2m", "euler_a", "ddim", "ddim-zsnr-v"])
 def test_main_scheduler_state_is_untouched_by_the_minichain(pipe, scheduler):
     """Replay the main chain's guided eps through a fresh scheduler with no mini-chain: the latents and
@@ -69,22 +48,9 @@ def test_main_scheduler_state_is_untouched_by_the_minichain(pipe, scheduler):
     seeds, steps = [5, 9], 6
     seen = []
     run(pipe, prompts=("a cat", "a dog"), seeds=seeds, steps=steps, method=AnswerSettings(k=2, until=1.0),
-        callback=lambda s: seen.append((s["eps"].clone(), s["z"].clone(), copy.deepcopy(_state(s["scheduler"])))))
+        callback=lambda s: seen.append((s["eps"].clone(), s["z"].clone(), scheduler_state(s["scheduler"]))))
     assert len(seen) == steps
-
-    fresh = type(pipe.scheduler).from_config(pipe.scheduler.config)
-    fresh.set_timesteps(steps)
-    if hasattr(fresh, "set_begin_index"):
-        fresh.set_begin_index(0)
-    gens = [torch.Generator().manual_seed(s) for s in seeds]
-    z = families.initial_latents(pipe, fresh, gens, SIZE, SIZE, torch.float32)
-    kwargs = sampler.step_kwargs(fresh, gens)
-    for i, t in enumerate(fresh.timesteps):
-        eps, z_seen, state_seen = seen[i]
-        fresh.scale_model_input(z, t)
-        z = fresh.step(eps, t, z, **kwargs, return_dict=False)[0]
-        assert torch.equal(z, z_seen), f"latents differ after step {i}"
-        _assert_same(_state(fresh), state_seen, f"step {i}")
+    replay_main_chain(pipe, seen, seeds, steps, SIZE)
 
 
 @pytest.mark.parametrize(

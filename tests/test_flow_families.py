@@ -7,9 +7,10 @@ import copy
 import pytest
 import torch
 
-from dnp_batch import AnswerSettings, ApgSettings, families, generate, sampler
+from dnp_batch import AnswerSettings, ApgSettings, families, generate
 from dnp_batch.methods.answer import negative_from_x0
 
+from chains import replay_main_chain, scheduler_state
 from numerics import BATCH_TOL, FORM_TOL, PIPELINE_TOL, assert_close
 
 STEPS, SIZE, W = 5, 64, 6.0
@@ -88,32 +89,14 @@ def test_answer_k_zero_is_bit_identical_to_cfg_and_k_changes_it(pipe):
     assert not torch.allclose(ours(pipe, "answer", prompts=("a cube", "a table"), seeds=(1, 2)).images, cfg)
 
 
-def _state(scheduler) -> dict:
-    return {k: copy.deepcopy(v) for k, v in vars(scheduler).items()
-            if not k.startswith("_") or k in ("_step_index", "_begin_index")}
-
-
 def test_main_scheduler_state_is_untouched_by_the_minichain(pipe):
     """The main chain's guided velocities replayed through a fresh flow scheduler with no mini-chain
     reproduce the latents and the scheduler's whole state (step index, sigmas, shift) after every step."""
     seeds, steps, seen = [5, 9], 6, []
     ours(pipe, AnswerSettings(k=2, until=1.0), prompts=("a cube", "a table"), seeds=seeds, steps=steps,
-         callback=lambda s: seen.append((s["eps"].clone(), s["z"].clone(), _state(s["scheduler"]))))
+         callback=lambda s: seen.append((s["eps"].clone(), s["z"].clone(), scheduler_state(s["scheduler"]))))
     assert len(seen) == steps
-    fresh = type(pipe.scheduler).from_config(pipe.scheduler.config)
-    families.set_timesteps(pipe, fresh, steps, SIZE, SIZE)
-    fresh.set_begin_index(0)
-    gens = [torch.Generator().manual_seed(s) for s in seeds]
-    z = families.initial_latents(pipe, fresh, gens, SIZE, SIZE, torch.float32)
-    kwargs = sampler.step_kwargs(fresh, gens)
-    for i, t in enumerate(fresh.timesteps):
-        eps, z_seen, state_seen = seen[i]
-        z = fresh.step(eps, t, z, **kwargs, return_dict=False)[0]
-        assert torch.equal(z, z_seen), f"latents differ after step {i}"
-        state = _state(fresh)
-        assert state.keys() == state_seen.keys()
-        for k, v in state.items():
-            assert torch.equal(v, state_seen[k]) if torch.is_tensor(v) else v == state_seen[k], (i, k)
+    replay_main_chain(pipe, seen, seeds, steps, SIZE)
 
 
 @pytest.mark.parametrize("steps,answer", [(6, AnswerSettings()), (7, AnswerSettings(k=3, until=1.0)),

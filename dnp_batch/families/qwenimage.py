@@ -49,7 +49,6 @@ class QwenImage(Family):
     name = "qwenimage"
     order = 4
     pipelines = (QwenImagePipeline,)
-    flow = True
 
     def encode(self, pipe, texts, height, width):
         embeds, mask = pipe.encode_prompt(texts, device=pipe._execution_device)

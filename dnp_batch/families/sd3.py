@@ -16,7 +16,6 @@ class SD3(Family):
     name = "sd3"
     order = 3
     pipelines = (StableDiffusion3Pipeline,)
-    flow = True
 
     def encode(self, pipe, texts, height, width):
         embeds, _, pooled, _ = pipe.encode_prompt(texts, None, None, device=pipe._execution_device,
