@@ -74,25 +74,36 @@ def test_method_cost_bench_prints_the_nfe_ratio_and_no_reload_per_shard():
     assert loads["cnp"][3:] == ["3", "pipeline", "1", "captioner", "1"]
 
 
-def test_fidelity_study_quick_slice_runs_end_to_end(tmp_path):
-    """bench/fidelity.py --quick: curves, best w, the paired held-out test, CSVs, plots (README's
-    table comes from the full study)."""
+def test_fidelity_study_quick_slice_runs_both_phases_end_to_end(tmp_path):
+    """bench/fidelity.py explore/confirm --quick: curves, best w, candidates.json, the confirmatory
+    tests (relation first, Holm over the phase), CSVs, plots, verdict (README's tables come from the
+    full study)."""
     import csv
+    import json
 
-    proc = subprocess.run([sys.executable, "bench/fidelity.py", "--quick", "--workers", "1", "--out", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    def run(*args):
+        proc = subprocess.run([sys.executable, "bench/fidelity.py", *args, "--quick", "--workers", "1", "--out", str(tmp_path)],
+                              cwd=REPO, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
     read = lambda name: list(csv.DictReader(open(tmp_path / name)))  # noqa: E731
-    samples, points, paired = read("samples.csv"), read("points.csv"), read("paired.csv")
-    assert len(samples) == 3 * 2 * 8 + 3 * 8 and {r["split"] for r in samples} == {"val", "test"}
-    assert len([p for p in points if p["split"] == "val"]) == 6 and len([p for p in points if p["split"] == "test"]) == 3
-    assert [r["variant"] for r in paired] == ["cfg", "apg-eta0-m-0.5", "answer-lambda1"]
-    cfg = paired[0]
-    assert float(cfg["all_diff"]) == 0 and float(cfg["all_p"]) == 1 and cfg["w"] == cfg["cfg_w"]
-    assert all(0 <= float(r["all_p"]) <= 1 and int(r["nfe"]) > 0 for r in paired)
-    for plot in ("adherence_vs_w.png", "adherence_vs_nfe.png", "quality_vs_adherence.png"):
+    run("explore")
+    samples, points = read("samples.csv"), read("points.csv")
+    assert len(samples) == 4 * 2 * 8 and {r["split"] for r in samples} == {"val"} and len(points) == 4 * 2
+    sel = json.loads((tmp_path / "candidates.json").read_text())
+    assert set(sel["best_w"]) == {"cfg", "apg-eta0-m-0.5", "auto-dnp", "answer-lambda1"}
+    assert len(sel["candidates"]) <= 3 and set(sel["candidates"]) <= set(sel["eligible"])
+    for plot in ("adherence_vs_w.png", "relation_vs_w.png", "adherence_vs_nfe.png"):
         assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG"
-    assert "| variant | w | NFE | all-correct |" in (tmp_path / "summary.md").read_text()
+    run("confirm")
+    confirm = read("confirm/samples.csv")
+    assert len(confirm) == 4 * 8 and {int(r["seed"]) for r in confirm} == set(range(1_000_000, 1_000_008))
+    assert not {r["seed"] for r in confirm} & {r["seed"] for r in samples}  # fresh samples: no seed of phase 1
+    tests = read("confirm/tests.csv")
+    assert [r["attribute"] for r in tests[:5]] == ["relation", "all", "shape", "colour", "count"]
+    assert len(tests) == 3 * 5 and all(float(r["p"]) <= float(r["holm_p"]) <= 1 for r in tests)
+    assert (tmp_path / "confirm" / "differences.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Default by the rule:" in (tmp_path / "confirm" / "verdict.md").read_text()
 
 
 @pytest.mark.parametrize("family", ["sd3", "qwenimage"])

@@ -234,11 +234,17 @@ def test_cool_down_ends_at_zero_and_cannot_be_moved_once_started(tmp_path):
         train(tmp_path / "run", steps=5, resume=True, **settings)
 
 
-def test_layout_score_counts_pairs_whose_order_follows_the_words():
+@pytest.mark.parametrize("kind", ["roles", "relation"])
+def test_layout_score_counts_pairs_whose_order_follows_the_words(kind):
     from dnp_batch.toyworld.layout import score_pairs, swap_pairs
 
-    pairs = swap_pairs(6)
-    assert all(a != b and a.split(" ")[1] == b.split(" ")[-2] for a, b, *_ in pairs)  # roles swapped
+    pairs = swap_pairs(6, kind=kind)
+    if kind == "roles":
+        assert all(a != b and a.split(" ")[1] == b.split(" ")[-2] for a, b, *_ in pairs)  # roles swapped
+    else:  # the same objects in the same order, the opposite relation word
+        assert all(data.parse_caption(b).relation == data.SWAPPED[rel] and
+                   data.parse_caption(a).objects == data.parse_caption(b).objects for a, b, rel, *_ in pairs)
+    assert [p[2:] for p in pairs] == [p[2:] for p in swap_pairs(6, kind="roles")]  # the same objects, relations
 
     def scene(first, second, relation):
         spec = data.parse_caption(data.spec_caption(data.Spec((first, second), relation)))
@@ -249,8 +255,8 @@ def test_layout_score_counts_pairs_whose_order_follows_the_words():
     follow_a, follow_b = [], []
     for text_a, text_b, relation, _, _ in pairs:
         sa, sb = data.parse_caption(text_a), data.parse_caption(text_b)
-        follow_a.append(scene(*sa.objects, relation))
-        follow_b.append(scene(*sb.objects, relation))
+        follow_a.append(scene(*sa.objects, sa.relation))
+        follow_b.append(scene(*sb.objects, sb.relation))
     right = score_pairs(follow_a, follow_b, pairs)
     assert right["follows"] == right["judged"] == 6 and right["follows_rate"] == 1.0
     same = score_pairs(follow_a, follow_a, pairs)  # the seed's picture whatever the words: never follows
