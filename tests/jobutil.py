@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 JOB = REPO / "jobs" / "generate.py"
 FAST = REPO / "configs" / "tiny-sd.yaml"
 SD3 = REPO / "configs" / "tiny-sd3.yaml"
+QWEN = REPO / "configs" / "tiny-qwenimage.yaml"
 PROMPTS = REPO / "examples" / "scenes.jsonl"
 EXAMPLE_KEYS = ["astronaut_0", "city_0", "fox_0", "teapot_0"]
 

@@ -310,8 +310,9 @@ def _train(out: Path, seed: int, steps: int, minutes: float | None, resume: bool
         log["steps_done"] = step
         log["sessions"][-1].update(to_step=step, minutes=round((time.perf_counter() - session_t0) / 60, 2))
         log["minutes_total"] = round(sum(s.get("minutes", 0) for s in log["sessions"]), 2)
-        pipe = build_pipeline(copy.deepcopy(vae).cpu(), copy.deepcopy(ema_text).cpu(), tok, copy.deepcopy(ema_unet).cpu(),
-                              hp["schedule"])
+        # a fresh tokenizer: the one in use keeps the padding and truncation of its last call in tokenizer.json
+        pipe = build_pipeline(copy.deepcopy(vae).cpu(), copy.deepcopy(ema_text).cpu(), build_tokenizer(),
+                              copy.deepcopy(ema_unet).cpu(), hp["schedule"])
         tensors = {k: v.cpu() for k, v in _checkpoint_tensors(unet, text_encoder, ema_unet, ema_text, opt, params).items()}
         state = {"seed": seed, "step": step, "settings": hp, "format": "state.safetensors: unet./text. raw weights, "
                  "ema_unet./ema_text. EMA weights, opt.<param index>.<exp_avg|exp_avg_sq|step> AdamW state"}
