@@ -163,6 +163,8 @@ def test_training_is_deterministic_and_loads(tmp_path):
               eval_pairs=2)
     for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
         assert (tmp_path / "a" / part).read_bytes() == (tmp_path / "b" / part).read_bytes()
+    build_tokenizer().save_pretrained(tmp_path / "fresh")  # not the state of the trainer's last tokenizer call
+    assert (tmp_path / "a" / "tokenizer" / "tokenizer.json").read_bytes() == (tmp_path / "fresh" / "tokenizer.json").read_bytes()
     log = json.loads((tmp_path / "a" / "train_log.json").read_text())
     assert log["complete"] and log["steps_done"] == 2 and log["seed"] == 3
     assert [e["step"] for e in log["evals"]] == [2] and 0 <= log["evals"][0]["all"] <= 1
