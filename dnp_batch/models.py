@@ -29,8 +29,14 @@ _DTYPE_KWARG = "dtype" if Version(diffusers.__version__).release >= (0, 42) else
 
 
 def set_scheduler(pipe: DiffusionPipeline, name: str) -> DiffusionPipeline:
-    """Replace `pipe.scheduler` by the scheduler called `name` in `SCHEDULERS`, same config."""
+    """Replace `pipe.scheduler` by the scheduler called `name` in `SCHEDULERS`, same config (a
+    flow-matching family's pipeline keeps its own: a ValueError)."""
     check_scheduler(name)
+    family = families.family_of(pipe)
+    if not family.swaps_schedulers:
+        raise ValueError(f"scheduler {name!r}: a {family.name} pipeline samples with its own "
+                         f"{type(pipe.scheduler).__name__} (flow matching), which none of {', '.join(SCHEDULERS)} "
+                         f"replaces; leave `scheduler` unset for it")
     pipe.scheduler = SCHEDULERS[name].from_config(pipe.scheduler.config)
     return pipe
 

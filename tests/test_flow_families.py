@@ -211,3 +211,16 @@ def test_qwenimage_rescale_is_a_knob_and_other_families_refuse_it(tiny_qwenimage
     with pytest.raises(ValueError, match="norm_rescale applies to the families with a rescale of guided "
                                          "predictions \\(qwenimage\\); this pipeline is family 'sd3'"):
         ours(tiny_sd3, "cfg", norm_rescale=False)
+
+
+@pytest.mark.parametrize("family", ["sd3", "qwenimage"])
+def test_a_vp_scheduler_swap_is_refused_in_one_line(family, request):
+    """`scheduler: euler` (or any of names.SCHEDULER_CLASSES) would rebuild a VP scheduler from the
+    flow-matching config; a flow family's pipeline refuses it, naming its own scheduler."""
+    from dnp_batch.models import set_scheduler
+
+    pipe = request.getfixturevalue(f"tiny_{family}")
+    with pytest.raises(ValueError, match=rf"scheduler 'euler': a {family} pipeline samples with its own "
+                                         r"FlowMatchEulerDiscreteScheduler \(flow matching\)") as err:
+        set_scheduler(pipe, "euler")
+    assert "\n" not in str(err.value) and type(pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"

@@ -3,6 +3,7 @@ condition holds, how its latents are drawn and decoded, and which loaded pipelin
 
 - `sd.py`: Stable Diffusion 1.x/2.x; `sdxl.py`: Stable Diffusion XL (UNets, VP schedulers)
 - `sd3.py`: Stable Diffusion 3 / 3.5 (an MMDiT transformer, flow matching)
+- `qwenimage.py`: Qwen-Image (an MMDiT on packed latents, a Qwen2.5-VL text encoder, flow matching)
 - `base.py`: the `Family` interface, with what the families share
 
 A family is a `Family` subclass with a `name` in a module of this package: the registry below finds

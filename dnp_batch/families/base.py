@@ -19,6 +19,9 @@ class Family:
     name: ClassVar[str]
     order: ClassVar[float]
     pipelines: ClassVar[tuple[type, ...]]
+    # the `scheduler` short names (names.SCHEDULER_CLASSES) a config may swap in: every one of them
+    # for the VP-schedule families; a flow-matching family samples with its own scheduler, so none
+    swaps_schedulers: ClassVar[bool] = True
 
     def matches(self, pipe) -> bool:
         return isinstance(pipe, self.pipelines)

@@ -48,6 +48,7 @@ def rescale_to_reference(combined: torch.Tensor, reference: torch.Tensor) -> tor
 class QwenImage(Family):
     name = "qwenimage"
     order = 4
+    swaps_schedulers = False  # its FlowMatchEulerDiscreteScheduler; the VP schedulers do not apply
     pipelines = (QwenImagePipeline,)
 
     def encode(self, pipe, texts, height, width):

@@ -15,6 +15,7 @@ from .base import Family
 class SD3(Family):
     name = "sd3"
     order = 3
+    swaps_schedulers = False  # its FlowMatchEulerDiscreteScheduler; the VP schedulers do not apply
     pipelines = (StableDiffusion3Pipeline,)
 
     def encode(self, pipe, texts, height, width):
