@@ -1,6 +1,6 @@
 """Does the toy model's first prediction know which way round a relation goes?
 
-    python bench/toy_direction_probe.py --model models/toy-shapes-v3 [--t 999,960] [--w 1]
+    python bench/toy_direction_probe.py --model models/toy-shapes [--t 999,960] [--w 1]
 
 At t = T of a zero-terminal-SNR schedule the latent is pure noise, so the model's clean-image
 estimate x0 = -v (CFG at `--w` on the prediction) can only take the layout from the words (v1, on
