@@ -3,6 +3,7 @@ exactly, in two phases: an exploration on validation prompts, then a confirmatio
 
     python bench/fidelity.py explore            # phase 1 -> bench/fidelity/ (curves, candidates.json)
     python bench/fidelity.py confirm            # phase 2 -> bench/fidelity/confirm/ (tests, verdict.md)
+    python bench/fidelity.py confirm-amended    # the amendment below -> bench/fidelity/confirm-amended/
     python bench/fidelity.py explore --quick --out /tmp/fq && python bench/fidelity.py confirm --quick --out /tmp/fq
 
 The protocol, committed before either phase ran on the model it judges:
@@ -35,6 +36,22 @@ Verdict (`verdict`): a candidate beats CFG when its relation or its all-correct 
 positive with Holm p < alpha, no attribute is worse with Holm p < alpha, and no quality proxy's
 interval lies wholly above 0. The toy defaults follow it: the winner with the highest confirmatory
 all-correct (ties: fewer NFE), otherwise CFG at its best w.
+
+Amendment (`confirm-amended`; committed on 2026-12-08, after phase 1's results were known and before
+any result of phase 2 was seen). Phase 1's quality guard (b), applied at selection on 64 paired
+validation samples with no correction over 3 proxies x 21 variants, left no ANSWER or DNP variant
+eligible, so phase 2 cannot answer the question this study exists for. The amendment adds a second,
+secondary confirmatory analysis; phase 2 and its verdict stand as registered, and the toy defaults
+follow phase 2 alone. Its selection (`select_amended`, validation results only): per slot of the
+question (answer, dnp; the other slot is phase 2's) the variant with the highest validation
+all-correct at its best w (ties: fewer NFE, then the order of `variants()`), the quality proxies
+not consulted at selection. Its data: phase
+2's samples (the same prompts and seeds; rows of a variant that phase 2 already ran at the same w
+are reused, being the same numbers, and the others are generated). Its tests: as phase 2, Holm over
+every (candidate, attribute) comparison of the amendment (at most 10). Its verdict: `verdict`, the
+same rule, so a candidate worse than CFG on a quality proxy on the confirmatory samples does not
+beat CFG. It writes confirm-amended/ (samples.csv, tests.csv, summary.md, verdict.md,
+differences.png).
 
 Samples run in `--workers` processes of one torch thread each, in fixed chunks, so every number is
 the same whichever worker draws it. Phase 1 writes samples.csv, points.csv, candidates.json,
@@ -230,6 +247,18 @@ def select_candidates(points: dict, val_rows: dict, names: list[str], grid) -> d
             candidates.append(max(pool, key=lambda n: (points[(n, best[n])]["all"], -points[(n, best[n])]["nfe"],
                                                         -names.index(n))))
     return {"best_w": best, "candidates": candidates, "eligible": eligible, "worse_quality": worse}
+
+
+def select_amended(points: dict, names: list[str], best: dict[str, float]) -> list[str]:
+    """The amendment's selection (module docstring): per slot of the question (answer, dnp), the best
+    variant by validation all-correct at its best w; quality is the verdict's guard, not a filter here."""
+    candidates = []
+    for s in ("answer", "dnp"):
+        pool = [n for n in names if n != "cfg" and slot(n) == s]
+        if pool:
+            candidates.append(max(pool, key=lambda n: (points[(n, best[n])]["all"], -points[(n, best[n])]["nfe"],
+                                                        -names.index(n))))
+    return candidates
 
 
 def holm(pvalues: dict[str, float]) -> dict[str, float]:
@@ -446,18 +475,25 @@ def explore(args, names: list[str], grid) -> int:
     return 0
 
 
+def phase_one(args) -> dict:
+    """Phase 1's candidates.json in --out, checked against this call's --steps and --model."""
+    src = Path(args.out)
+    if not (src / "candidates.json").is_file():
+        sys.exit(f"fidelity {args.phase}: no {src}/candidates.json; run `python bench/fidelity.py explore --out {src}` first")
+    sel = json.loads((src / "candidates.json").read_text())
+    if sel["steps"] != args.steps:
+        sys.exit(f"fidelity {args.phase}: --steps {args.steps}, but phase 1 in {src} chose at {sel['steps']} steps; "
+                 f"give --steps {sel['steps']}")
+    if sel["model"] != str(Path(args.model).resolve()):
+        sys.exit(f"fidelity {args.phase}: --model {args.model}, but phase 1 in {src} chose on {sel['model']}; give that model")
+    return sel
+
+
 def confirm(args) -> int:
     from dnp_batch.toyworld.data import prompts
 
     src = Path(args.out)
-    if not (src / "candidates.json").is_file():
-        sys.exit(f"fidelity confirm: no {src}/candidates.json; run `python bench/fidelity.py explore --out {src}` first")
-    sel = json.loads((src / "candidates.json").read_text())
-    if sel["steps"] != args.steps:
-        sys.exit(f"fidelity confirm: --steps {args.steps}, but phase 1 in {src} chose at {sel['steps']} steps; "
-                 f"give --steps {sel['steps']}")
-    if sel["model"] != str(Path(args.model).resolve()):
-        sys.exit(f"fidelity confirm: --model {args.model}, but phase 1 in {src} chose on {sel['model']}; give that model")
+    sel = phase_one(args)
     # --quick is a smoke slice, not a study: it confirms every variant it explored, whatever the rule chose
     candidates = [n for n in sel["best_w"] if n != "cfg"] if args.quick else sel["candidates"]
     best, names = sel["best_w"], ["cfg", *candidates]
@@ -490,10 +526,71 @@ def confirm(args) -> int:
     return 0
 
 
+def _sample_row(row: dict) -> dict:
+    """A samples.csv row with the types `run_point` gives (the CSV holds text)."""
+    out = dict(row)
+    out["w"], out["seed"], out["nfe"] = float(row["w"]), int(row["seed"]), int(row["nfe"])
+    for key in (*ATTRS, *QUALITY, "seconds"):
+        out[key] = float(row[key])
+    return out
+
+
+def confirm_amended(args) -> int:
+    """The amendment (module docstring): the secondary confirmatory analysis on phase 2's samples."""
+    from dnp_batch.toyworld.data import prompts
+
+    src = Path(args.out)
+    sel = phase_one(args)
+    best = sel["best_w"]
+    names = [n for n, _, _ in variants() if n in best]
+    points = {(r["variant"], float(r["w"])): {"all": float(r["all"]), "nfe": int(r["nfe"])}
+              for r in read_csv(src / "points.csv")}
+    candidates = select_amended(points, names, best)
+    n = args.n_confirm
+    texts = prompts(n, CONFIRM_PROMPT_SEED)
+    seeds = [CONFIRM_SEED0 + i for i in range(n)]
+    done = src / "confirm" / "samples.csv"
+    reused = {}
+    if done.is_file():
+        for row in map(_sample_row, read_csv(done)):
+            reused.setdefault(row["variant"], []).append(row)
+    rows, todo = {}, []
+    for name in ["cfg", *candidates]:
+        old = reused.get(name, [])
+        if [(r["prompt"], r["seed"], r["w"]) for r in old] == [(t, s, best[name]) for t, s in zip(texts, seeds)]:
+            rows[name] = old
+        else:
+            todo.append(name)
+    print(f"amendment: candidates {', '.join(candidates)}; reused from phase 2: {', '.join(rows) or 'none'}; "
+          f"generating: {', '.join(todo) or 'none'}", flush=True)
+    t0 = time.perf_counter()
+    jobs = [(name, best[name], "confirm", texts[i:i + CHUNK], seeds[i:i + CHUNK], args.steps)
+            for name in todo for i in range(0, n, CHUNK)]
+    fresh = run_jobs(jobs, args.model, args.workers) if jobs else []
+    for name in todo:
+        rows[name] = [r for r in fresh if r["variant"] == name]
+    rows = {name: rows[name] for name in ["cfg", *candidates]}
+    tests = confirm_tests(rows, best)
+    minutes = (time.perf_counter() - t0) / 60
+    out = src / "confirm-amended"
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "samples.csv", [r for rs in rows.values() for r in rs])
+    write_csv(out / "tests.csv", tests)
+    difference_plot(out / "differences.png", tests)
+    text = confirm_markdown(tests, n, args.steps, minutes)
+    (out / "summary.md").write_text(text)
+    decision = verdict_markdown(verdict(read_csv(out / "tests.csv")))
+    (out / "verdict.md").write_text(decision)
+    print(text + "\n" + decision)
+    print(f"written {out}/(samples.csv, tests.csv, summary.md, verdict.md, differences.png) in {minutes:.1f} min")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", nargs="?", choices=("explore", "confirm"),
-                        help="phase 1 (curves on validation, the candidates) or phase 2 (the confirmatory tests)")
+    parser.add_argument("phase", nargs="?", choices=("explore", "confirm", "confirm-amended"),
+                        help="phase 1 (curves on validation, the candidates), phase 2 (the confirmatory tests) "
+                             "or the amendment (module docstring)")
     parser.add_argument("--model", default=str(REPO / "models" / "toy-shapes"))
     parser.add_argument("--out", default=str(REPO / "bench" / "fidelity"), help="phase 1's folder (phase 2 writes OUT/confirm)")
     parser.add_argument("--n-val", type=int, default=64, help="validation samples per (variant, w) point")
@@ -518,7 +615,7 @@ def main(argv=None) -> int:
     grid = W_GRID
     if args.quick:
         names, grid, args.n_val, args.n_confirm, args.steps = list(QUICK), QUICK_GRID, 8, 8, 4
-    elif args.phase == "confirm" and args.n_confirm < MIN_CONFIRM:
+    elif args.phase in ("confirm", "confirm-amended") and args.n_confirm < MIN_CONFIRM:
         parser.error(f"--n-confirm {args.n_confirm}: the confirmation needs at least {MIN_CONFIRM} samples")
     if args.variants:
         wanted = set(args.variants.split(",")) | {"cfg"}
@@ -526,6 +623,8 @@ def main(argv=None) -> int:
         if unknown:
             parser.error(f"unknown variants {sorted(unknown)}; known: {', '.join(names)}")
         names = [n for n in names if n in wanted]
+    if args.phase == "confirm-amended":
+        return confirm_amended(args)
     return explore(args, names, grid) if args.phase == "explore" else confirm(args)
 
 

@@ -75,9 +75,9 @@ def test_method_cost_bench_prints_the_nfe_ratio_and_no_reload_per_shard():
 
 
 def test_fidelity_study_quick_slice_runs_both_phases_end_to_end(tmp_path):
-    """bench/fidelity.py explore/confirm --quick: curves, best w, candidates.json, the confirmatory
-    tests (relation first, Holm over the phase), CSVs, plots, verdict (README's tables come from the
-    full study)."""
+    """bench/fidelity.py explore/confirm/confirm-amended --quick: curves, best w, candidates.json,
+    the confirmatory tests (relation first, Holm over the phase), CSVs, plots, verdict, and the
+    amendment on phase 2's samples (README's tables come from the full study)."""
     import csv
     import json
 
@@ -85,6 +85,7 @@ def test_fidelity_study_quick_slice_runs_both_phases_end_to_end(tmp_path):
         proc = subprocess.run([sys.executable, "bench/fidelity.py", *args, "--quick", "--workers", "1", "--out", str(tmp_path)],
                               cwd=REPO, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
 
     read = lambda name: list(csv.DictReader(open(tmp_path / name)))  # noqa: E731
     run("explore")
@@ -104,6 +105,13 @@ def test_fidelity_study_quick_slice_runs_both_phases_end_to_end(tmp_path):
     assert len(tests) == 3 * 5 and all(float(r["p"]) <= float(r["holm_p"]) <= 1 for r in tests)
     assert (tmp_path / "confirm" / "differences.png").read_bytes()[:4] == b"\x89PNG"
     assert "Default by the rule:" in (tmp_path / "confirm" / "verdict.md").read_text()
+    out = run("confirm-amended")  # the answer and dnp slots, quality not consulted; phase 2 (quick) ran them
+    assert "reused from phase 2: cfg, answer-lambda1, auto-dnp; generating: none" in out
+    amended = read("confirm-amended/tests.csv")
+    assert len(amended) == 2 * 5 and [r["variant"] for r in amended[::5]] == ["answer-lambda1", "auto-dnp"]
+    assert read("confirm-amended/samples.csv") == [r for name in ("cfg", "answer-lambda1", "auto-dnp")
+                                                    for r in confirm if r["variant"] == name]
+    assert "Default by the rule:" in (tmp_path / "confirm-amended" / "verdict.md").read_text()
 
 
 @pytest.mark.parametrize("family", ["sd3", "qwenimage"])

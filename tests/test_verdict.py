@@ -53,6 +53,23 @@ def test_selection_leaves_a_slot_empty_when_no_variant_of_it_is_eligible():
     assert fidelity.select_candidates(*explored(table, (2.0,)))["candidates"] == ["auto-dnp"]
 
 
+def test_the_amendment_takes_the_best_of_each_slot_whatever_its_validation_quality():
+    """bench/fidelity.py's amendment: the answer and dnp slots only (the other slot is phase 2's), and
+    quality is the verdict's guard only, so answer-a is selected where phase 1's rule dropped it."""
+    table = {"cfg": {2.0: (0.5, 0, 40), 5.0: (0.4, 0, 40)},
+             "apg": {2.0: (0.7, 5, 40), 5.0: (0.8, 5, 40)},
+             "np-generic": {2.0: (0.45, 0, 40), 5.0: (0.45, 0, 40)},
+             "auto-dnp": {2.0: (0.3, 0, 80), 5.0: (0.55, 0, 80)},
+             "answer-a": {2.0: (0.6, 0, 80), 5.0: (0.5, 0, 80)},
+             "answer-b": {2.0: (0.6, 0, 60), 5.0: (0.2, 0, 60)}}
+    points, val_rows, names, grid = explored(table)
+    best = fidelity.select_candidates(points, val_rows, names, grid)["best_w"]
+    assert fidelity.select_amended(points, names, best) == ["answer-b", "auto-dnp"]
+    table = {"cfg": {2.0: (0.5, 0, 40)}, "answer-a": {2.0: (0.9, 5, 80)}, "auto-dnp": {2.0: (0.4, 0, 80)}}
+    points, _, names, _ = explored(table, (2.0,))
+    assert fidelity.select_amended(points, names, {n: 2.0 for n in names}) == ["answer-a", "auto-dnp"]
+
+
 def table_of(diffs, quality=""):
     """confirm_tests-like rows for one candidate from {attribute: (diff, holm_p)}."""
     return [{"variant": "answer-x", "w": 3.0, "cfg_w": 2.0, "nfe": 80, "cfg_nfe": 40, "attribute": a,
