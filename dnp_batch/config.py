@@ -6,14 +6,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, Field, NonNegativeInt, PositiveInt, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator, model_validator
 
 from . import methods, scorers
 from .methods import AnswerSettings, ApgSettings, CnpSettings, DnpSettings
 from . import plugins
 from .names import check_scheduler
 from .scorers import AestheticSettings, HpsSettings, ImageRewardSettings, PickScoreSettings
-from .settings import SettingsError, Strict
+from .settings import SettingsError, Strict, extra_key
 
 
 class CaptionerSettings(Strict):
@@ -110,8 +110,14 @@ class JobConfig(Strict):
     judge also captions (auto-DNP, CNP) and scores, with the settings the toy-world study chose by
     its pre-declared rule (a plug-in model's defaults, dnp_batch.plugins); on other models,
     docs/METHODS.md's hyperparameters. Each
-    method with knobs has its section, its settings model from its file in `dnp_batch.methods`
-    (a test checks these fields match the method registry's sections)."""
+    method with knobs has its section, its settings model from its file in `dnp_batch.methods`:
+    the built-in methods' sections are declared below (a test checks they are the registry's); a
+    method added since (its file alone) has its section checked by its own settings model all the
+    same, and read as `cfg.SECTION` (`_registered_sections`), so adding a method needs no line here."""
+
+    # Unknown keys are still refused (`_registered_sections`); "allow" only lets a registered
+    # method's section that is not declared below through, validated by that method's model.
+    model_config = ConfigDict({**Strict.model_config, "extra": "allow"})
 
     model: str = DEFAULT_MODEL  # hub id, local diffusers dir, toy-shapes (a plug-in's name), or tiny-sdxl / tiny-sd
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
@@ -147,6 +153,10 @@ class JobConfig(Strict):
 
     @model_validator(mode="before")
     @classmethod
+    def _before(cls, data):
+        return cls._registered_sections(cls._model_defaults(data))
+
+    @classmethod
     def _model_defaults(cls, data):
         """A plug-in's model (toy-shapes) brings its own defaults: the settings left unset take them
         (a section key by key)."""
@@ -158,6 +168,30 @@ class JobConfig(Strict):
                     data[key] = {**value, **dict(data.get(key) or {})}
                 else:
                     data.setdefault(key, value)
+        return data
+
+    @classmethod
+    def _registered_sections(cls, data):
+        """Every key is a declared field or the section of a registered method that is not declared
+        (its file is the only place it is written): that section becomes its settings model (its
+        defaults when absent), checked with the same one-line messages; any other key is refused."""
+        if not isinstance(data, dict):
+            return data
+        undeclared = {k: m for k, m in methods.sections().items() if k not in cls.model_fields}
+        for key in data:
+            if key not in cls.model_fields and key not in undeclared:
+                raise ValueError(extra_key([str(key)]))
+        data = dict(data)
+        for section, model in undeclared.items():
+            value = data.get(section) or {}
+            if isinstance(value, model):
+                continue
+            if not isinstance(value, dict):
+                raise ValueError(f"{section} must be a mapping of its settings, got {value!r}")
+            try:
+                data[section] = model(**value)
+            except SettingsError as e:
+                raise SettingsError([([section, *keys], what) for keys, what in e.problems]) from None
         return data
 
     @model_validator(mode="after")

@@ -18,6 +18,11 @@ class SettingsError(ValueError):
         super().__init__("; ".join(dict.fromkeys(_text([*prefix, *keys], what) for keys, what in problems)))
 
 
+def extra_key(keys: list[str]) -> str:
+    """The message for a key no settings model declares (pydantic's words, as before)."""
+    return f"{'.'.join(keys)}: Extra inputs are not permitted"
+
+
 def _text(keys: list[str], what: str) -> str:
     key = ".".join(keys)
     if what.startswith("must be "):
