@@ -42,10 +42,9 @@ def test_readme_quickstart_command_runs_on_local_ray(tmp_path, ray_env):
     for key, files in samples.items():
         assert sorted(files) == ["json", "png", "txt"]
         record = json.loads(files["json"])
-        assert record["id"] == key and record["method"] == "answer" and record["model"] == "toy-shapes"
-        # the toy world's defaults by evidence (toyworld/plugin.py TOY_DEFAULTS): ANSWER, λ = 1, w = 3, 20 steps
-        assert record["nfe"] == 80 and record["answer"]["k"] == 2 and record["num_inference_steps"] == 20
-        assert record["guidance_scale"] == 3.0 and record["answer"]["negative_scale"] == 1.0
+        assert record["id"] == key and record["method"] == "cfg" and record["model"] == "toy-shapes"
+        # the toy world's defaults by its study's rule (toyworld/plugin.py TOY_DEFAULTS): CFG, w = 2, 20 steps
+        assert record["nfe"] == 40 and record["num_inference_steps"] == 20 and record["guidance_scale"] == 2.0
         assert record["clip_score"] >= 0 and record["clip_model"] == "tiny-clip"
         assert set(record["judge"]) == {"shape", "colour", "count", "relation", "all"}
         assert record["versions"]["torch"] and record["versions"]["diffusers"] and record["status"] == "ok"
@@ -54,8 +53,8 @@ def test_readme_quickstart_command_runs_on_local_ray(tmp_path, ray_env):
     assert sorted(r["key"] for r in index(out)) == sorted(samples)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["counts"]["ok"] == 4
-    assert "answer: 4 samples (0 failed) in 1 shards" in stdout and "samples/s" in stdout
-    assert "mean CLIP score (answer)" in stdout
+    assert "cfg: 4 samples (0 failed) in 1 shards" in stdout and "samples/s" in stdout
+    assert "mean CLIP score (cfg)" in stdout
     assert "shard 00000 written" in stderr  # progress while it runs
 
 

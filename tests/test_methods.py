@@ -108,7 +108,6 @@ def test_auto_dnp_phases_equal_the_in_process_run(tiny_sd):
 
 def test_method_settings_are_one_model_for_library_and_config():
     cfg = load_config(sets=["answer.k=3", "cnp.every=2", "dnp.same_seed=false"])
-    # the built-in toy-world defaults add λ = 1 (toyworld/plugin.py TOY_DEFAULTS) to the answer section
-    assert cfg.answer == methods.AnswerSettings(k=3, negative_scale=1.0) and cfg.cnp.every == 2 and cfg.dnp.same_seed is False
+    assert cfg.answer == methods.AnswerSettings(k=3) and cfg.cnp.every == 2 and cfg.dnp.same_seed is False
     with pytest.raises(ValueError, match="cnp.every must be an integer >= 1"):
         load_config(sets=["cnp.every=0"])
