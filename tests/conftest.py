@@ -31,10 +31,30 @@ def pytest_configure(config):
     config.addinivalue_line(
         "filterwarnings", "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
     )
+    if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+        # pytest-xdist runs the suite in one worker per core (pyproject's addopts): one torch thread
+        # each, so two workers on two cores do not oversubscribe them. Every numeric test passes at
+        # one thread as at the machine's default (tests/numerics.py); `python -m pytest -n 0` runs
+        # in one process at torch's default.
+        import torch
+
+        torch.set_num_threads(1)
 
 
-def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(_CACHE, ignore_errors=True)
+RAY_FIXTURES = {"ray_env", "live_head"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that starts Ray (it asks for a Ray fixture) lives in tests/test_ray.py, the one
+    module that pytest-xdist's `--dist loadfile` keeps in one worker, its tests one after another
+    (that module's docstring says why)."""
+    stray = [item.nodeid for item in items if RAY_FIXTURES & set(getattr(item, "fixturenames", ()))
+             and item.path.name != "test_ray.py"]
+    if stray:
+        raise pytest.UsageError(f"tests that start Ray belong in tests/test_ray.py: {', '.join(stray)}")
+    # That module is the suite's longest: collected first, a worker starts it at once (the files are
+    # handed out in collection order), and the other files share the other worker, then both.
+    items.sort(key=lambda item: item.path.name != "test_ray.py")  # stable: each file keeps its order
 
 
 @pytest.fixture(scope="session")
@@ -98,9 +118,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def live_head(ray_env, tmp_path):
-    """`ray start --head` on loopback with its files in a temp dir; stopped and cleaned up after."""
+@pytest.fixture(scope="module")
+def live_head(ray_env):
+    """`ray start --head` on loopback with its files in a temp dir, for the tests of a module;
+    stopped (`ray stop --force`: every Ray process of the machine) and cleaned up after them."""
     env = {**ray_env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{ray_env['PATH']}"}
     temp_dir = Path(ray_env["RAY_TMPDIR"]) / "head"
     dashboard = free_port()

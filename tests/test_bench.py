@@ -34,29 +34,6 @@ def test_nfe_bench_on_the_transformer_that_calls_once_per_branch(capsys):
     assert _check_nfe_rows(capsys.readouterr().out, "10") == {10: 40}
 
 
-def test_pipeline_bench_prints_throughput_and_memory_ratios(ray_env):
-    import re
-
-    proc = subprocess.run([sys.executable, "bench/pipeline.py", "--samples", "4", "--prompt-counts", "200,2000",
-                           "--per-shard", "1000", "--repeats", "1", "--models", "medium"],
-                          cwd=REPO, env=ray_env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    lines = proc.stdout.splitlines()
-    # "ratio  MODEL  NAME  MEDIAN  (min A, max B)" for throughput, "ratio  memory HI/LO  VALUE" for memory
-    ratios = {m[1]: float(m[2]) for m in (re.match(r"ratio\s+(.+?)\s+([0-9.]+)(?:\s+\(min .*\))?$", line)
-                                          for line in lines) if m}
-    assert "(min " in next(line for line in lines if line.startswith("ratio  medium  ray_job/bare "))
-    assert {"medium  ray_job/bare", "medium  ray_stage_generate/bare_batched", "memory 2000/200"} <= set(ratios), \
-        proc.stdout
-    assert all(value > 0 for value in ratios.values()), ratios
-    assert next(line for line in lines if line.startswith("config  medium")).split()[7:9] == ["size", "256"]
-    rates = [line.split() for line in lines if line.startswith("throughput")]
-    assert {(r[1], r[2]) for r in rates} >= {("medium", "ray_job"), ("medium", "bare_diffusers")}
-    assert all(float(r[3]) > 0 for r in rates)
-    peaks = [line.split() for line in lines if line.startswith("memory")]
-    assert [p[1] for p in peaks] == ["200", "2000"]
-    assert all(float(p[p.index("peak_rss_mb") + 1]) > 0 for p in peaks)
-
 
 def test_method_cost_bench_prints_the_nfe_ratio_and_no_reload_per_shard():
     """bench/method_cost.py: ANSWER's NFE ratio to CFG by the formula, model loads not per shard."""

@@ -127,7 +127,7 @@ def test_apg_equals_diffusers_adaptive_projected_guidance(pipe, settings):
     predictions and scheduler, over a whole chain (momentum included), bit for bit."""
     from diffusers.guiders import AdaptiveProjectedGuidance
 
-    from dnp_batch import families, methods, sampler
+    from dnp_batch import families, methods
 
     set_scheduler(pipe, "euler")
     apg = methods.ApgSettings(**settings)
