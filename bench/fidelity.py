@@ -512,12 +512,20 @@ def confirm(args) -> int:
     jobs = [(name, best[name], "confirm", texts[i:i + CHUNK], seeds[i:i + CHUNK], args.steps)
             for name in names for i in range(0, n, CHUNK)]
     rows = run_jobs(jobs, args.model, args.workers)
-    tests = confirm_tests({name: [r for r in rows if r["variant"] == name] for name in names}, best)
+    return write_confirmation(out, {name: [r for r in rows if r["variant"] == name] for name in names}, best, n,
+                              args.steps, t0)
+
+
+def write_confirmation(out: Path, rows: dict[str, list[dict]], best: dict[str, float], n: int, steps: int,
+                       t0: float) -> int:
+    """A confirmatory analysis's tests (CFG first in `rows`), its files in `out`, and the verdict."""
+    tests = confirm_tests(rows, best)
     minutes = (time.perf_counter() - t0) / 60
-    write_csv(out / "samples.csv", rows)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "samples.csv", [r for rs in rows.values() for r in rs])
     write_csv(out / "tests.csv", tests)
     difference_plot(out / "differences.png", tests)
-    text = confirm_markdown(tests, n, args.steps, minutes)
+    text = confirm_markdown(tests, n, steps, minutes)
     (out / "summary.md").write_text(text)
     decision = verdict_markdown(verdict(read_csv(out / "tests.csv")))
     (out / "verdict.md").write_text(decision)
@@ -569,21 +577,8 @@ def confirm_amended(args) -> int:
     fresh = run_jobs(jobs, args.model, args.workers) if jobs else []
     for name in todo:
         rows[name] = [r for r in fresh if r["variant"] == name]
-    rows = {name: rows[name] for name in ["cfg", *candidates]}
-    tests = confirm_tests(rows, best)
-    minutes = (time.perf_counter() - t0) / 60
-    out = src / "confirm-amended"
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "samples.csv", [r for rs in rows.values() for r in rs])
-    write_csv(out / "tests.csv", tests)
-    difference_plot(out / "differences.png", tests)
-    text = confirm_markdown(tests, n, args.steps, minutes)
-    (out / "summary.md").write_text(text)
-    decision = verdict_markdown(verdict(read_csv(out / "tests.csv")))
-    (out / "verdict.md").write_text(decision)
-    print(text + "\n" + decision)
-    print(f"written {out}/(samples.csv, tests.csv, summary.md, verdict.md, differences.png) in {minutes:.1f} min")
-    return 0
+    return write_confirmation(src / "confirm-amended", {name: rows[name] for name in ["cfg", *candidates]}, best, n,
+                              args.steps, t0)
 
 
 def main(argv=None) -> int:
