@@ -221,10 +221,11 @@ def test_an_autoscaling_pool_grows_onto_a_gpu_node_added_mid_job(env_for_ray, tm
     """`actors: {min: 1, max: 3}` is Ray Data's autoscaling pool: it starts one generation actor on
     the one GPU there is, and takes the GPUs of a node that joins while shards are still queued."""
     cfg = load_config(FAST, method="cfg", sets=[
-        "steps=40", "stages.generate.actors={min: 1, max: 3}", "stages.generate.num_gpus=1",
+        "steps=80", "stages.generate.actors={min: 1, max: 3}", "stages.generate.num_gpus=1",
         "stages.generate.num_cpus=0.25", "scores=[]", "stages.write.num_cpus=0.25", "output.samples_per_shard=1"])
-    # 48 one-sample shards at 40 steps: enough work left when the node joins that its actors took
-    # 12 and 15 of them in two runs here (45 s each; 80 steps took 70 s for no more certainty)
+    # 48 one-sample shards at 80 steps (~50 s of work for one actor here): enough left when the node
+    # joins for its actors to take some even beside the other pytest-xdist worker. At 40 steps they
+    # took 12 and 15 of 48 alone, but none in a clean-clone suite run, where the work ran out first.
     samples = expand_samples(read_prompts(PROMPTS), 12)
     out = tmp_path / "out"
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 1})
